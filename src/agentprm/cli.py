@@ -1,0 +1,120 @@
+"""The ``agentprm`` console script.
+
+``agentprm fit|validate|test|predict --config …`` run one stage through Lightning's CLI (the stage's
+LightningModule and DataModule are named by ``class_path`` in the config); ``agentprm games …``
+lists and generates the built-in ALFWorld-format games. ``main(args)`` takes an argument list so
+tests call it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+_USAGE = """usage: agentprm <command> [options]
+
+Train LLM agents with process reward models (AgentPRM, InversePRM) on ALFWorld.
+
+stage commands (Lightning CLI; see `agentprm fit --help`):
+  fit        train a stage: SFT, PRM or online DPO        agentprm fit --config configs/<stage>/<x>.yaml
+  validate   run a stage's validation loop
+  test       evaluate a policy (success rate, Best-of-N)
+  predict    roll a policy out and write trajectories
+
+other commands:
+  games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
+
+Run `agentprm <command> --help` for the options of a command.
+"""
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE, end="")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "games":
+        return _games(rest)
+    if command in _LIGHTNING_VERBS:
+        return _lightning(argv)
+    print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+def _lightning(argv: list[str]) -> int:
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+    return 0
+
+
+def _games(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="agentprm games", description="The built-in ALFWorld-format games.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    ls = sub.add_parser("list", help="print one line per game: split, task type, game id (tab-separated)")
+    ls.add_argument("--set", default="small", help="small | standard | a .json.gz set file (default: small)")
+    ls.add_argument("--split", default=None, help="only this split")
+    gen = sub.add_parser(
+        "generate",
+        help="generate more games into a directory (an ALFWorld data root)",
+        description="Generate planner-verified games and write them as <output>/json_2.1.1/<split>/… "
+        "folders plus <output>/games.json.gz; use the folder as `data: <output>` in an env config.",
+    )
+    gen.add_argument("--output", required=True, help="directory to create (must not exist)")
+    gen.add_argument("--size", choices=("small", "standard"), default="small")
+    gen.add_argument("--train", type=int, default=60, help="number of training games")
+    gen.add_argument("--valid-seen", type=int, default=0, help="held-out games from training layouts")
+    gen.add_argument("--valid-unseen", type=int, default=12, help="held-out games from held-out layouts")
+    gen.add_argument("--seed", type=int, default=1, help="seed (the shipped sets use 0)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    ns = parser.parse_args(argv)
+    if ns.action == "list":
+        return _games_list(ns.set, ns.split)
+    return _games_generate(ns)
+
+
+def _games_list(name: str, split: str | None) -> int:
+    from agentprm.envs.games import load_set
+
+    for game in load_set(name):
+        if split is None or game.split == split:
+            print(f"{game.split}\t{game.task_type}\t{game.game_id}")
+    return 0
+
+
+def _games_generate(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agentprm.envs.games import generate_set, materialize, save_set
+
+    out = Path(ns.output)
+    if out.exists():
+        print(f"agentprm games generate: {out} already exists; choose a new directory", file=sys.stderr)
+        return 2
+    counts = {"train": ns.train, "valid_seen": ns.valid_seen, "valid_unseen": ns.valid_unseen}
+    counts = {k: v for k, v in counts.items() if v > 0}
+    games = list(generate_set(counts, ns.size, seed=ns.seed, progress=not ns.quiet))
+    materialize(games, out)
+    save_set(out / "games.json.gz", out.name, games)
+    demos = sum(g.expert_actions is not None for g in games)
+    print(f"wrote {len(games)} games to {out} ({demos} with search-expert demonstrations)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Batched ALFWorld over the real alfworld text engine (the only module that imports alfworld's engine).
+
+One code path serves a user's real data and the built-in game sets: both are ALFWorld data roots
+(``<root>/json_2.1.1/{train,valid_seen,valid_unseen}/<task>-…/trial_…/game.tw-pddl``), and every
+episode runs in TextWorld's PDDL engine wrapped by alfworld's ``AlfredDemangler`` — the engine that
+``AlfredTWEnv`` drives. Games are chosen by explicit id rather than by the gym wrapper's shuffled
+cycle, so rollouts and evaluations name exactly the games they play.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from agentprm.envs.base import EnvStep
+
+__all__ = ["SPLITS", "AlfWorldEnv", "DataError", "resolve_data_root", "task_type_of", "translate_command"]
+
+SPLITS = ("train", "valid_seen", "valid_unseen")
+_TASK_PREFIXES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+_TASK_RE = re.compile(r"Your task is to: (.*)")
+_PUT_RE = re.compile(r"put (.+?) (?:in/on|in|on|into|onto) (.+)")
+_MOVE_RE = re.compile(r"move (.+?) to (.+)")
+
+_HOW_TO_GET_DATA = (
+    "To use the real ALFWorld games, run `alfworld-download` (it fetches the json_2.1.1 data into "
+    "$ALFWORLD_DATA, default ~/.cache/alfworld) or point `data` at a folder that holds json_2.1.1/. "
+    "To play the built-in synthetic games instead, set `data: builtin:small` (or builtin:standard)."
+)
+
+
+class DataError(FileNotFoundError):
+    """The game data is missing or malformed; the message says how to get it."""
+
+
+def task_type_of(game_id: str) -> str:
+    """The task type from the game folder name (``valid_unseen/pick_two_obj_and_place-…/trial_…``)."""
+    folder = game_id.split("/")[-2] if "/" in game_id else game_id
+    for prefix in _TASK_PREFIXES:
+        if folder.startswith(prefix):
+            return prefix
+    return folder.split("-")[0]
+
+
+def translate_command(command: str, admissible: Sequence[str]) -> str:
+    """Map between the two wordings of placing an object across ALFWorld data releases.
+
+    Releases before alfworld 0.4 say ``put X in/on Y``; later ones say ``move X to Y``. The wording
+    lives in each game file's grammar, so a policy trained on one release may meet the other. A
+    command that is admissible as given is never changed; otherwise the other wording is used when
+    it is admissible.
+    """
+    if command in admissible:
+        return command
+    if m := _PUT_RE.fullmatch(command):
+        other = f"move {m.group(1)} to {m.group(2)}"
+    elif m := _MOVE_RE.fullmatch(command):
+        other = f"put {m.group(1)} in/on {m.group(2)}"
+    else:
+        return command
+    return other if other in admissible else command
+
+
+def resolve_data_root(data: str) -> Path:
+    """``builtin:<set>`` → the materialised built-in set; ``alfworld`` → ``$ALFWORLD_DATA``; else a path."""
+    if data.startswith("builtin:"):
+        from agentprm.envs.games import builtin_root
+
+        return builtin_root(data.split(":", 1)[1])
+    if data == "alfworld":
+        return Path(os.path.expandvars(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld"))).expanduser()
+    return Path(data).expanduser()
+
+
+class AlfWorldEnv:
+    """B ALFWorld episodes stepped together in this process.
+
+    Args:
+        data: ``builtin:small`` / ``builtin:standard`` (the built-in synthetic sets), ``alfworld``
+            (the real data under ``$ALFWORLD_DATA``) or a path to a folder holding ``json_2.1.1/``.
+        max_steps: Step budget per episode (30 for the paper protocol, 50 for ReAct's).
+        text_cache: Memoise TextWorld's text-generation parser (same output, 3-4x faster steps).
+        cache_games: How many loaded games to keep for repeated resets (loading parses the problem).
+    """
+
+    def __init__(
+        self, data: str = "builtin:small", max_steps: int = 30, text_cache: bool = True, cache_games: int = 64
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.data = data
+        self.max_steps = max_steps
+        self.root = resolve_data_root(data)
+        self._cache_games = cache_games
+        self._loaded: OrderedDict[str, object] = OrderedDict()
+        self._slots: list = []
+        self._last: list[EnvStep] = []
+        if text_cache:
+            from agentprm.envs import textgen_cache
+
+            textgen_cache.enable()
+
+    # -- games --------------------------------------------------------------------------------
+    def _split_dir(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.root / "json_2.1.1" / split
+
+    def game_ids(self, split: str) -> list[str]:
+        """Sorted ids (``<split>/<folder>/<trial>``) of the solvable games of a split."""
+        base = self._split_dir(split)
+        if not base.is_dir():
+            raise DataError(f"no ALFWorld split folder {base} (data={self.data!r}). {_HOW_TO_GET_DATA}")
+        ids = []
+        for game_file in sorted(base.glob("*/*/game.tw-pddl")):
+            folder = game_file.parent
+            if "movable" in folder.parent.name or "Sliced" in folder.parent.name:
+                continue  # task types the text engine does not support, skipped as alfworld does
+            ids.append(f"{split}/{folder.parent.name}/{folder.name}")
+        if not ids:
+            raise DataError(f"{base} holds no game.tw-pddl files (data={self.data!r}). {_HOW_TO_GET_DATA}")
+        return ids
+
+    def _engine(self, game_id: str):
+        """A loaded engine for the game, from the LRU cache when possible."""
+        if game_id in self._loaded:
+            self._loaded.move_to_end(game_id)
+            return self._loaded[game_id]
+        self._loaded[game_id] = env = self._load(game_id)
+        while len(self._loaded) > self._cache_games:
+            self._loaded.popitem(last=False)
+        return env
+
+    def _load(self, game_id: str):
+        import json
+
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+        from textworld.envs.pddl import PddlEnv
+
+        path = self.root / "json_2.1.1" / game_id / "game.tw-pddl"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: cannot read the game file ({err}). {_HOW_TO_GET_DATA}") from err
+        if not data.get("solvable", False):
+            raise DataError(f"{path}: game is not marked solvable (key 'solvable' must be true)")
+        env = AlfredDemangler(shuffle=False)(PddlEnv(textworld.EnvInfos(admissible_commands=True, won=True)))
+        env.load(data)
+        return env
+
+    # -- episodes -----------------------------------------------------------------------------
+    def reset(self, game_ids: Sequence[str]) -> list[EnvStep]:
+        # Slots that play the same game need their own engine: keep the cached one for the first.
+        self._slots, self._last = [], []
+        used: set[str] = set()
+        for gid in game_ids:
+            try:
+                engine = self._load(gid) if gid in used else self._engine(gid)
+                used.add(gid)
+                state = engine.reset()
+                text = state.feedback
+                task = m.group(1).strip() if (m := _TASK_RE.search(text)) else ""
+                observation = "\n".join(text.split("\n\n")[1:]).strip() or text.strip()
+                step = EnvStep(
+                    gid, task_type_of(gid), task, observation, tuple(state["admissible_commands"]), 0
+                )
+            except DataError:
+                raise
+            except Exception as err:  # a broken game ends only its own episode
+                engine = None
+                step = EnvStep(gid, task_type_of(gid), "", "", (), 0, done=True, failure=_describe(err))
+            self._slots.append(engine)
+            self._last.append(step)
+        return list(self._last)
+
+    def step(self, commands: Sequence[str | None]) -> list[EnvStep]:
+        if len(commands) != len(self._slots):
+            raise ValueError(f"step got {len(commands)} commands for {len(self._slots)} episodes")
+        for i, (engine, last, command) in enumerate(zip(self._slots, self._last, commands, strict=True)):
+            if last.done:
+                continue
+            try:
+                sent = translate_command(command or "", last.admissible_commands)
+                state, _, _ = engine.step(sent)
+                won, turn = bool(state["won"]), last.turn + 1
+                done = won or turn >= self.max_steps
+                self._last[i] = replace(
+                    last,
+                    observation=state.feedback.strip(),
+                    admissible_commands=() if done else tuple(state["admissible_commands"]),
+                    turn=turn,
+                    won=won,
+                    done=done,
+                    reward=1.0 if won else 0.0,
+                )
+            except Exception as err:  # this episode fails; the others go on
+                self._last[i] = replace(
+                    last, turn=last.turn + 1, done=True, reward=0.0, failure=_describe(err)
+                )
+        return list(self._last)
+
+    def close(self) -> None:
+        self._loaded.clear()
+        self._slots, self._last = [], []
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"

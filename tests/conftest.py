@@ -1,0 +1,44 @@
+"""Shared fixtures: the built-in games are materialised once per session into a temporary cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _agentprm_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep every test's materialised games out of the user's ~/.cache."""
+    if "AGENTPRM_CACHE" in os.environ:
+        yield os.environ["AGENTPRM_CACHE"]
+        return
+    path = tmp_path_factory.mktemp("agentprm-cache")
+    os.environ["AGENTPRM_CACHE"] = str(path)
+    yield str(path)
+    os.environ.pop("AGENTPRM_CACHE", None)
+
+
+@pytest.fixture(scope="session")
+def small_games():
+    from agentprm.envs.games import load_set
+
+    return load_set("small")
+
+
+@pytest.fixture(scope="session")
+def small_root(_agentprm_cache):
+    from agentprm.envs.games import builtin_root
+
+    return builtin_root("small")
+
+
+@pytest.fixture(scope="session")
+def one_per_task_type(small_games):
+    """The first training game of each of the six task types."""
+    from agentprm.envs.games import TASK_TYPES
+
+    return [next(g for g in small_games if g.split == "train" and g.task_type == t) for t in TASK_TYPES]
