@@ -24,14 +24,14 @@ def _agentprm_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def small_games():
-    from agentprm.envs.games import load_set
+    from agentprm.envs.gamesets import load_set
 
     return load_set("small")
 
 
 @pytest.fixture(scope="session")
 def small_root(_agentprm_cache):
-    from agentprm.envs.games import builtin_root
+    from agentprm.envs.gamesets import builtin_root
 
     return builtin_root("small")
 

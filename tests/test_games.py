@@ -9,20 +9,8 @@ from collections import Counter
 import pytest
 
 from agentprm.envs.alfworld import AlfWorldEnv
-from agentprm.envs.games import (
-    BUILTIN_SETS,
-    TASK_TYPES,
-    GameSpec,
-    _problem,
-    _Room,
-    _verify,
-    builtin_root,
-    game_data,
-    generate_game,
-    load_set,
-    materialize,
-    save_set,
-)
+from agentprm.envs.games import TASK_TYPES, GameSpec, _problem, _Room, _verify, game_data, generate_game
+from agentprm.envs.gamesets import BUILTIN_SETS, builtin_root, generate_set, load_set, materialize, save_set
 
 
 def _receptacles(problem: str) -> int:
@@ -75,9 +63,18 @@ def test_nearly_every_builtin_game_has_an_expert_demonstration():
 def test_generation_is_deterministic_and_reproduces_the_shipped_games(small_games):
     shipped = [small_games[0], next(g for g in small_games if g.split == "valid_unseen")]
     for game in shipped:
-        index = int(game.traj_data["task_id"][-5:])
-        again = generate_game(game.split, index, game.task_type, "small", seed=0)
+        meta = game.traj_data["agentprm"]
+        again = generate_game(meta["split"], meta["index"], meta["size"], meta["seed"], meta["attempt"])
         assert again == game
+
+
+def test_parallel_generation_gives_the_same_games_as_serial(tmp_path):
+    counts = {"train": 3, "valid_unseen": 2}
+    serial = generate_set(counts, "small", seed=5, workers=1, progress=False)
+    parallel = generate_set(counts, "small", seed=5, workers=2, progress=False)
+    assert serial == parallel
+    assert [g.split for g in serial] == ["train"] * 3 + ["valid_unseen"] * 2
+    assert [g.task_type for g in serial] == [*TASK_TYPES[:3], *TASK_TYPES[:2]]
 
 
 def test_every_game_is_verified_by_the_planner(one_per_task_type):
@@ -165,3 +162,8 @@ def test_every_builtin_game_is_won_by_walkthrough_and_expert(name):
         assert all(s.won for s in _play(env, batch, [g.walkthrough for g in batch]))
         demos = [g for g in batch if g.expert_actions]
         assert all(s.won for s in _play(env, demos, [g.expert_actions for g in demos]))
+
+
+def test_an_attempt_past_its_time_limit_is_killed_and_retried():
+    with pytest.raises(RuntimeError, match="no valid game for train #0 after 2 attempts"):
+        generate_set({"train": 1}, "small", timeout=0.0, max_attempts=2, progress=False)

@@ -9,6 +9,7 @@ tests call it in-process.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,12 +43,13 @@ def main(args: Sequence[str] | None = None) -> int:
     if command == "games":
         return _games(rest)
     if command in _LIGHTNING_VERBS:
-        return _lightning(argv)
+        return _lightning(argv if args is not None else None)
     print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")
     return 2
 
 
-def _lightning(argv: list[str]) -> int:
+def _lightning(argv: list[str] | None) -> int:
+    """Run Lightning's CLI on ``argv`` (None: on ``sys.argv``)."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
@@ -81,6 +83,8 @@ def _games(argv: list[str]) -> int:
     gen.add_argument("--valid-seen", type=int, default=0, help="held-out games from training layouts")
     gen.add_argument("--valid-unseen", type=int, default=12, help="held-out games from held-out layouts")
     gen.add_argument("--seed", type=int, default=1, help="seed (the shipped sets use 0)")
+    gen.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    gen.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt before it is dropped")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     ns = parser.parse_args(argv)
     if ns.action == "list":
@@ -89,7 +93,7 @@ def _games(argv: list[str]) -> int:
 
 
 def _games_list(name: str, split: str | None) -> int:
-    from agentprm.envs.games import load_set
+    from agentprm.envs.gamesets import load_set
 
     for game in load_set(name):
         if split is None or game.split == split:
@@ -100,7 +104,7 @@ def _games_list(name: str, split: str | None) -> int:
 def _games_generate(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agentprm.envs.games import generate_set, materialize, save_set
+    from agentprm.envs.gamesets import generate_set, materialize, save_set
 
     out = Path(ns.output)
     if out.exists():
@@ -108,7 +112,9 @@ def _games_generate(ns: argparse.Namespace) -> int:
         return 2
     counts = {"train": ns.train, "valid_seen": ns.valid_seen, "valid_unseen": ns.valid_unseen}
     counts = {k: v for k, v in counts.items() if v > 0}
-    games = list(generate_set(counts, ns.size, seed=ns.seed, progress=not ns.quiet))
+    games = generate_set(
+        counts, ns.size, seed=ns.seed, workers=ns.workers, timeout=ns.timeout, progress=not ns.quiet
+    )
     materialize(games, out)
     save_set(out / "games.json.gz", out.name, games)
     demos = sum(g.expert_actions is not None for g in games)

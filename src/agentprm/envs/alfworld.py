@@ -75,7 +75,7 @@ def translate_command(command: str, admissible: Sequence[str]) -> str:
 def resolve_data_root(data: str) -> Path:
     """``builtin:<set>`` → the materialised built-in set; ``alfworld`` → ``$ALFWORLD_DATA``; else a path."""
     if data.startswith("builtin:"):
-        from agentprm.envs.games import builtin_root
+        from agentprm.envs.gamesets import builtin_root
 
         return builtin_root(data.split(":", 1)[1])
     if data == "alfworld":

@@ -1,15 +1,11 @@
-"""The built-in ALFWorld-format game sets: generation, verification, storage and materialisation.
+"""ALFWorld-format games: sampling a room and a task, writing the PDDL problem, verification.
 
 Games are written from what the installed ``alfworld`` package ships: the FloorPlan receptacle
 layouts, the object lists of each scene, the PDDL domain, the grammar and the goal library. Each
 game is checked with the planner (solvable; goal not already true at the start), its plan stored as
 ``walkthrough``, and the observation-only :class:`~agentprm.envs.expert.SearchExpert` is replayed in
-the real engine; its actions are stored when it wins.
-
-A set is stored compactly as one gzip JSON file (problem text, traj_data, walkthrough, expert
-actions); :func:`materialize` writes it out as ``json_2.1.1/<split>/<task>-…/trial_…/`` folders with
-``initial_state.pddl``, ``traj_data.json`` and ``game.tw-pddl`` assembled from the installed domain
-and grammar, so the built-in set and a user's real data go through the same engine code path.
+the real engine; its actions are stored when it wins. Sets of games (generation in parallel,
+storage, materialisation as ALFWorld data folders) live in :mod:`agentprm.envs.gamesets`.
 
 The games are synthetic: success rates on them are not comparable to the ALFWorld splits.
 """
@@ -17,14 +13,8 @@ The games are synthetic: success rates on them are not comparable to the ALFWorl
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,15 +23,12 @@ from typing import Literal
 from agentprm.envs.expert import SearchExpert
 
 __all__ = [
-    "BUILTIN_SETS",
     "TASK_TYPES",
     "GameSpec",
-    "builtin_root",
+    "game_data",
     "generate_game",
-    "generate_set",
-    "load_set",
-    "materialize",
-    "save_set",
+    "logic_files",
+    "play_expert",
 ]
 
 TASK_TYPES = (
@@ -52,8 +39,6 @@ TASK_TYPES = (
     "pick_cool_then_place_in_recep",
     "pick_two_obj_and_place",
 )
-BUILTIN_SETS = ("small", "standard")
-SETS_FORMAT_VERSION = 1
 Size = Literal["small", "standard"]
 
 # The appliance a transforming task needs in the room.
@@ -296,7 +281,7 @@ def _task_desc(rng: random.Random, task_type: str, room: _Room) -> str:
 # Assembly, verification
 # --------------------------------------------------------------------------------------------
 @functools.cache
-def _logic_files() -> tuple[str, str]:
+def logic_files() -> tuple[str, str]:
     """The installed PDDL domain and grammar texts."""
     from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
@@ -305,7 +290,7 @@ def _logic_files() -> tuple[str, str]:
 
 def game_data(spec: GameSpec) -> dict:
     """The ``game.tw-pddl`` content of a game, assembled from the installed domain and grammar."""
-    domain, grammar = _logic_files()
+    domain, grammar = logic_files()
     return {
         "pddl_domain": domain,
         "grammar": grammar.replace("UNKNOWN GOAL", spec.task_desc),
@@ -357,15 +342,23 @@ def play_expert(data: dict, traj_data: dict, max_steps: int = 60) -> tuple[str, 
     return None
 
 
-def generate_game(split: str, index: int, task_type: str, size: Size, seed: int = 0) -> GameSpec | None:
-    """Generate and verify one game; None when the sampled room gives no valid game."""
-    rng = random.Random(f"agentprm/{size}/{split}/{index}/{seed}")
+def generate_game(split: str, index: int, size: Size, seed: int = 0, attempt: int = 0) -> GameSpec | None:
+    """Generate and verify game ``index`` of a split; None when this attempt gives no valid game.
+
+    The task type is ``TASK_TYPES[index % 6]``, so any prefix of a split is balanced; the game
+    depends only on the arguments (a string-seeded RNG), so games can be made in any order and in
+    parallel. A failed attempt (unsolvable room, goal already true, plan too long) is retried by
+    the caller with ``attempt + 1``.
+    """
+    task_type = TASK_TYPES[index % len(TASK_TYPES)]
+    rng = random.Random(f"agentprm/{size}/{split}/{index}/{seed}/{attempt}")
     scene = rng.choice(_scenes_for(task_type, split))
     room = _sample_room(rng, task_type, scene, size)
     if room is None:
         return None
+    trial = f"trial_s{seed}_{index:05d}_{attempt}"
     traj = {
-        "task_id": f"trial_{seed:03d}{index:05d}",
+        "task_id": trial,
         "task_type": task_type,
         "pddl_params": {
             "object_target": room.obj,
@@ -374,12 +367,13 @@ def generate_game(split: str, index: int, task_type: str, size: Size, seed: int 
             "toggle_target": room.toggle,
             "object_sliced": False,
         },
-        "scene": {"floor_plan": f"FloorPlan{scene}", "generator": "agentprm"},
+        "scene": {"floor_plan": f"FloorPlan{scene}"},
+        "agentprm": {"size": size, "split": split, "index": index, "seed": seed, "attempt": attempt},
         "turk_annotations": {"anns": []},
     }
     folder = f"{task_type}-{room.obj}-None-{room.recep or 'None'}-{scene}"
     spec = GameSpec(
-        game_id=f"{split}/{folder}/{traj['task_id']}",
+        game_id=f"{split}/{folder}/{trial}",
         split=split,
         task_type=task_type,
         scene=scene,
@@ -395,106 +389,3 @@ def generate_game(split: str, index: int, task_type: str, size: Size, seed: int 
     data = game_data(spec) | {"walkthrough": list(plan)}
     expert = play_expert(data, traj)
     return GameSpec(**{**asdict(spec), "walkthrough": plan, "expert_actions": expert})
-
-
-def generate_set(
-    counts: dict[str, int], size: Size, seed: int = 0, progress: bool = True
-) -> Iterator[GameSpec]:
-    """Yield ``counts[split]`` verified games per split, balanced over the six task types."""
-    from tqdm import tqdm
-
-    total = sum(counts.values())
-    bar = tqdm(total=total, desc=f"games ({size})", disable=not progress)
-    for split, n in counts.items():
-        index = 0
-        made = 0
-        while made < n:
-            task_type = TASK_TYPES[made % len(TASK_TYPES)]
-            spec = generate_game(split, index, task_type, size, seed)
-            index += 1
-            if spec is not None:
-                made += 1
-                bar.update(1)
-                yield spec
-    bar.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Storage and materialisation
-# --------------------------------------------------------------------------------------------
-def save_set(path: str | os.PathLike, name: str, games: Sequence[GameSpec]) -> None:
-    """Write a set as one gzip JSON file (atomically)."""
-    payload = {"format_version": SETS_FORMAT_VERSION, "name": name, "games": [asdict(g) for g in games]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-        out.write(json.dumps(payload, sort_keys=True).encode())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _set_path(name: str) -> Path:
-    if name in BUILTIN_SETS:
-        return Path(str(resources.files("agentprm") / "data" / "games" / f"{name}.json.gz"))
-    return Path(name)
-
-
-def load_set(name: str) -> list[GameSpec]:
-    """Load a built-in set (``small`` / ``standard``) or a set file written by :func:`save_set`."""
-    path = _set_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"game set {name!r}: no file {path}; built-in sets are {', '.join(BUILTIN_SETS)}, "
-            "or pass a .json.gz written by `agentprm games generate`"
-        )
-    payload = json.loads(gzip.decompress(path.read_bytes()))
-    if payload.get("format_version") != SETS_FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: expected format_version {SETS_FORMAT_VERSION}, found {payload.get('format_version')!r}"
-        )
-    games = []
-    for g in payload["games"]:
-        exp = g["expert_actions"]
-        games.append(
-            GameSpec(**{**g, "walkthrough": tuple(g["walkthrough"]), "expert_actions": exp and tuple(exp)})
-        )
-    return games
-
-
-def materialize(games: Sequence[GameSpec], root: str | os.PathLike) -> Path:
-    """Write games as ALFWorld data folders under ``root/json_2.1.1``; returns ``root``.
-
-    Written into a temporary sibling and renamed, so a killed run never leaves a half set behind.
-    """
-    root = Path(root)
-    if (root / "json_2.1.1").is_dir():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
-    for spec in games:
-        folder = tmp / "json_2.1.1" / spec.game_id
-        folder.mkdir(parents=True)
-        (folder / "initial_state.pddl").write_text(spec.problem)
-        (folder / "traj_data.json").write_text(json.dumps(spec.traj_data, indent=1))
-        (folder / "game.tw-pddl").write_text(json.dumps(game_data(spec)))
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process materialised it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def builtin_root(name: str = "small", cache_dir: str | os.PathLike | None = None) -> Path:
-    """The data root of a built-in set, materialised on first use under the cache directory.
-
-    The folder name carries a digest of the set file and the installed domain and grammar, so a new
-    release of either gives a fresh folder.
-    """
-    digest = hashlib.sha256(_set_path(name).read_bytes())
-    for text in _logic_files():
-        digest.update(text.encode())
-    base = Path(cache_dir or os.environ.get("AGENTPRM_CACHE", Path.home() / ".cache" / "agentprm"))
-    return materialize(
-        load_set(name), base / "games" / f"{Path(name).name.split('.')[0]}-{digest.hexdigest()[:12]}"
-    )
