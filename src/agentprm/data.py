@@ -1,0 +1,269 @@
+"""LightningDataModules and collators.
+
+:class:`SFTDataModule` turns demonstrations (Trajectory records) into (prompt, response) token
+sequences with the one renderer; the loss mask is set by token index (response tokens only). The
+train/validation split is by game.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from agentprm.prompts import Renderer, ResponseFormat
+from agentprm.records import Trajectory, read_jsonl
+from agentprm.sampling import chat_ids, response_ids
+
+__all__ = [
+    "EpisodeBatch",
+    "RolloutDataModule",
+    "SFTDataModule",
+    "SFTExample",
+    "collate_sft",
+    "sft_examples",
+    "spread",
+]
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training sequence: prompt + response token ids, and where the response starts."""
+
+    input_ids: tuple[int, ...]
+    response_start: int
+    game_id: str
+
+
+def spread(items: Sequence, n: int | None) -> list:
+    """``n`` evenly spaced items of a sorted sequence (all when ``n`` is None or large).
+
+    Game ids sort by task type, so the first N would all be one task type; an even spread keeps
+    every task type represented.
+    """
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def sft_examples(
+    trajectories: Sequence[Trajectory], tokenizer, renderer: Renderer, max_length: int
+) -> tuple[list[SFTExample], int]:
+    """One example per step of each trajectory; returns the examples and how many were too long.
+
+    The response is re-rendered from the step's (reason, command) with ``renderer``, so the
+    demonstrations train whatever response format the renderer asks for.
+    """
+    out, too_long = [], 0
+    for traj in trajectories:
+        for t, step in enumerate(traj.steps):
+            state = traj.state_at(t)
+            prompt = chat_ids(tokenizer, renderer, state)
+            response = renderer.response(step.reason, step.command)
+            full = prompt + response_ids(tokenizer, renderer, state, prompt, response)
+            if len(full) > max_length:
+                too_long += 1
+                continue
+            out.append(SFTExample(tuple(full), len(prompt), traj.game_id))
+    return out, too_long
+
+
+def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: ``input_ids``, ``attention_mask`` and ``labels`` (-100 off the response)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        mask[i, :n] = 1
+        labels[i, e.response_start : n] = ids[i, e.response_start : n]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class SFTDataModule(LightningDataModule):
+    """Demonstrations → SFT batches.
+
+    Args:
+        tokenizer: The policy's tokenizer (model directory, hub name or ``tiny``); None: the tokenizer
+            of the LightningModule this data is trained with.
+        demonstrations: ``builtin:small`` / ``builtin:standard`` (the search expert's winning episodes
+            on that set's ``split``), or a path to a JSONL file of Trajectory records.
+        split: The games' split the built-in demonstrations come from.
+        max_games: Use only N games, evenly spread over the sorted ids (None: all).
+        template: Prompt template (``paper``, ``compact`` or a ``.j2`` file).
+        history_window: Turns of history kept in full in prompts.
+        response_format: ``reason_action`` or ``action``.
+        val_fraction: Share of games held out for validation (split by game).
+        batch_size: Sequences per batch.
+        max_length: Longest sequence in tokens; longer ones are skipped and counted.
+        num_workers: DataLoader workers.
+        seed: Seed of the game split.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | None = None,
+        demonstrations: str = "builtin:small",
+        split: str = "train",
+        max_games: int | None = None,
+        template: str = "compact",
+        history_window: int | None = 2,
+        response_format: ResponseFormat = "action",
+        val_fraction: float = 0.1,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.renderer = Renderer(template, history_window, response_format)
+        self.train_set: list[SFTExample] = []
+        self.val_set: list[SFTExample] = []
+        self.skipped_too_long = 0
+
+    def _demonstrations(self) -> list[Trajectory]:
+        source = self.hparams.demonstrations
+        if source.startswith("builtin:"):
+            from agentprm.rollout import expert_demonstrations
+
+            demos = expert_demonstrations(source, self.hparams.split)
+        else:
+            demos = read_jsonl(source)
+        demos = [t for t in demos if t.won and t.failure is None]
+        keep = set(spread(sorted({t.game_id for t in demos}), self.hparams.max_games))
+        demos = [t for t in demos if t.game_id in keep]
+        if not demos:
+            raise ValueError(f"no winning demonstrations in {source!r} (split {self.hparams.split!r})")
+        return demos
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set:
+            return
+        from agentprm.targets import split_by_game
+
+        self.tokenizer = self._tokenizer()
+        train, val = split_by_game(self._demonstrations(), self.hparams.val_fraction, self.hparams.seed)
+        n = self.hparams.max_length
+        self.train_set, long_a = sft_examples(train, self.tokenizer, self.renderer, n)
+        self.val_set, long_b = sft_examples(val, self.tokenizer, self.renderer, n)
+        self.skipped_too_long = long_a + long_b
+        if self.skipped_too_long:
+            log.warning("skipped %d SFT sequences longer than %d tokens", self.skipped_too_long, n)
+        log.info(
+            "SFT: %d train / %d val sequences from %d / %d games; %d prompts had turns cut by the window",
+            len(self.train_set),
+            len(self.val_set),
+            len({t.game_id for t in train}),
+            len({t.game_id for t in val}),
+            self.renderer.truncations,
+        )
+
+    def _tokenizer(self):
+        if self.hparams.tokenizer is not None:
+            from agentprm.backbone import load_tokenizer
+
+            return load_tokenizer(self.hparams.tokenizer)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or getattr(module, "tokenizer", None) is None:
+            raise ValueError("SFTDataModule needs `tokenizer` when it is not used with a module that has one")
+        return module.tokenizer
+
+    def _loader(self, data: list[SFTExample], shuffle: bool) -> DataLoader:
+        pad = self.tokenizer.pad_token_id
+        return DataLoader(
+            data,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=functools.partial(collate_sft, pad_id=pad),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """B episodes to play together: (game id, rollout index) pairs, and where the games live."""
+
+    index: int
+    data: str
+    max_steps: int
+    episodes: tuple[tuple[str, int], ...]
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+class RolloutDataModule(LightningDataModule):
+    """The episodes of a rollout: ``rollouts_per_game`` episodes of each game, in batches of B.
+
+    The episode list depends only on these arguments, so a rerun produces the same batches (and
+    skips the finished ones). Under DDP, Lightning's predict sampler gives each rank a disjoint
+    share of the batches; no episode is duplicated or missing.
+
+    Args:
+        data: ``builtin:small`` / ``builtin:standard`` / ``alfworld`` / a data root.
+        split: ``train``, ``valid_seen`` or ``valid_unseen``.
+        games: Explicit game ids (overrides ``split`` selection); None: every game of the split.
+        max_games: Only N games, evenly spread over the sorted ids (None: all).
+        rollouts_per_game: Episodes per game.
+        batch_size: Episodes stepped together (B environments).
+        max_steps: Step budget per episode.
+    """
+
+    def __init__(
+        self,
+        data: str = "builtin:small",
+        split: str = "train",
+        games: list[str] | None = None,
+        max_games: int | None = None,
+        rollouts_per_game: int = 4,
+        batch_size: int = 16,
+        max_steps: int = 20,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.batches: list[EpisodeBatch] = []
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(len(b.episodes) for b in self.batches)
+
+    def setup(self, stage: str | None = None) -> None:
+        from agentprm.envs.alfworld import AlfWorldEnv
+
+        h = self.hparams
+        ids = list(h.games) if h.games else AlfWorldEnv(h.data, max_steps=h.max_steps).game_ids(h.split)
+        ids = spread(sorted(ids), h.max_games)
+        episodes = [(g, r) for r in range(h.rollouts_per_game) for g in ids]
+        self.batches = [
+            EpisodeBatch(k, h.data, h.max_steps, tuple(episodes[i : i + h.batch_size]))
+            for k, i in enumerate(range(0, len(episodes), h.batch_size))
+        ]
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(_Items(self.batches), batch_size=None, shuffle=False)

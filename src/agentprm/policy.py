@@ -1,0 +1,127 @@
+"""Policy LightningModules: SFT of π0 on demonstrations.
+
+The modules only orchestrate: the model comes from :mod:`agentprm.backbone`, the batches from
+:mod:`agentprm.data`. At the end of fitting the policy is also written as a Hugging Face model
+directory (``save_pretrained``: weights, config, tokenizer) that any later stage loads by path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+
+from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+
+__all__ = ["SFTModule", "save_hf"]
+
+
+def save_hf(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> Path:
+    """Write a (possibly LoRA-wrapped) causal LM and its tokenizer with ``save_pretrained``.
+
+    With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
+    adapter alone is written. The directory is replaced atomically.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    to_save = model
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    to_save.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+class SFTModule(LightningModule):
+    """Supervised fine-tuning of the policy on demonstrations (loss on response tokens only).
+
+    Args:
+        model: Model directory or hub name; ``tiny`` builds the project's tiny model once.
+        dtype: Weight dtype.
+        lora: LoRA settings; None fine-tunes every weight.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps, then cosine decay to ``min_lr_ratio`` × lr.
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
+        output_dir: Where the Hugging Face directory of the trained policy is written at the end
+            of fitting (None: ``<trainer.default_root_dir>/policy``).
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        dtype: Dtype = "float32",
+        lora: LoraSettings | None = None,
+        gradient_checkpointing: bool = False,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 30,
+        min_lr_ratio: float = 0.1,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = load_causal_lm(
+            model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing
+        )
+        self.tokenizer = load_tokenizer(model)
+        self.model.train()
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _loss(self, batch) -> tuple[torch.Tensor, int]:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        labels = batch["labels"][:, 1:]
+        tokens = int((labels != -100).sum())
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+        )
+        return loss, tokens
+
+    def training_step(self, batch, batch_idx):
+        loss, tokens = self._loss(batch)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/response_tokens", float(tokens), reduce_fx="sum", batch_size=size)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, _ = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total)
+        floor = self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy"))
+
+    @rank_zero_only
+    def _save(self, out: str) -> None:
+        save_hf(self.model, self.tokenizer, out)

@@ -1,0 +1,177 @@
+"""Stage 1 end to end on CPU: SFT of the tiny model, rollouts through `agentprm predict`, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agentprm.backbone import load_causal_lm, load_tokenizer
+from agentprm.cli import main
+from agentprm.data import collate_sft, sft_examples, spread
+from agentprm.envs.alfworld import AlfWorldEnv
+from agentprm.prompts import Renderer
+from agentprm.records import read_jsonl
+from agentprm.rollout import expert_demonstrations, play, scripted
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demos():
+    return expert_demonstrations("builtin:small", "valid_seen", progress=False)
+
+
+def test_expert_demonstrations_are_won_trajectories_with_consistent_states(demos, small_games):
+    assert len(demos) == sum(g.split == "valid_seen" and g.expert_actions is not None for g in small_games)
+    for traj in demos:
+        assert traj.won and traj.failure is None and traj.policy_id == "search-expert"
+        assert traj.steps[-1].reward == 1.0 and all(s.reward == 0.0 for s in traj.steps[:-1])
+        for t in range(1, traj.num_actions):
+            state = traj.state_at(t)
+            assert state.observation == traj.steps[t - 1].feedback
+            assert [h.command for h in state.history] == [s.command for s in traj.steps[:t]]
+
+
+def test_play_records_every_episode_and_its_actions(small_root, one_per_task_type):
+    env = AlfWorldEnv(str(small_root), max_steps=40)
+    plans = {i: g.walkthrough for i, g in enumerate(one_per_task_type)}
+    out = play(env, [g.game_id for g in one_per_task_type], scripted(plans), policy_id="planner", seed=7)
+    assert [t.game_id for t in out] == [g.game_id for g in one_per_task_type]
+    assert all(t.won and t.seed == 7 for t in out)
+    assert [tuple(s.command for s in t.steps) for t in out] == [g.walkthrough for g in one_per_task_type]
+
+
+def test_sft_masks_everything_but_the_response(demos):
+    tok = load_tokenizer("tiny")
+    renderer = Renderer("compact", history_window=1, response_format="action")
+    examples, too_long = sft_examples(demos[:2], tok, renderer, max_length=512)
+    assert too_long == 0 and len(examples) == demos[0].num_actions + demos[1].num_actions
+    batch = collate_sft(examples[:4], tok.pad_token_id)
+    for i, ex in enumerate(examples[:4]):
+        labelled = batch["labels"][i][batch["labels"][i] != -100].tolist()
+        assert labelled == list(ex.input_ids[ex.response_start :])
+        assert tok.decode(labelled, skip_special_tokens=True).strip().startswith("ACTION:")
+        assert labelled[-1] == tok.eos_token_id
+    assert batch["attention_mask"].sum().item() == sum(len(e.input_ids) for e in examples[:4])
+
+
+def test_spread_keeps_every_task_type():
+    ids = sorted(f"{t}-{k}" for t in "abcdef" for k in range(10))
+    assert {i[0] for i in spread(ids, 6)} == set("abcdef")
+    assert spread(ids, None) == ids and spread(ids, 100) == ids
+
+
+def _fit_sft(tmp_path: Path, steps: int) -> Path:
+    out = tmp_path / "sft"
+    args = [
+        "fit",
+        "-c",
+        str(ROOT / "configs/sft/quickstart.yaml"),
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.val_check_interval=null",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.split=valid_seen",
+        "--data.init_args.max_games=12",
+    ]
+    assert main(args) == 0
+    return out
+
+
+def test_sft_fit_lowers_the_loss_and_writes_a_loadable_policy(tmp_path):
+    out = _fit_sft(tmp_path, steps=40)
+    logs = out / "lightning_logs" / "version_0"
+    rows = (logs / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    losses = [
+        float(r.split(",")[header.index("train/loss")])
+        for r in rows[1:]
+        if r.split(",")[header.index("train/loss")]
+    ]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert (logs / "checkpoints" / "last.ckpt").is_file()
+    assert (logs / "hparams.yaml").is_file() and (out / "lightning_logs" / "version_0").is_dir()
+    policy = load_causal_lm(str(out / "policy"))
+    assert not torch.equal(policy.model.embed_tokens.weight, load_causal_lm("tiny").model.embed_tokens.weight)
+
+
+def _predict(tmp_path: Path, model: str, out: Path, extra: list[str] = ()) -> int:
+    args = [
+        "predict",
+        "-c",
+        str(ROOT / "configs/rollout/quickstart.yaml"),
+        f"--model.init_args.model={model}",
+        f"--model.init_args.output_dir={out}",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.split=valid_unseen",
+        "--data.init_args.max_games=6",
+        "--data.init_args.rollouts_per_game=2",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.max_steps=6",
+        *extra,
+    ]
+    return main(args)
+
+
+def test_predict_writes_shards_and_manifest_and_resumes(tmp_path):
+    out = tmp_path / "rollouts"
+    assert _predict(tmp_path, "tiny", out) == 0
+    shards = sorted(out.glob("batch-*.jsonl"))
+    assert [p.name for p in shards] == [f"batch-0000{k}.rank0.jsonl" for k in range(3)]
+    trajectories = [t for p in shards for t in read_jsonl(p)]
+    episodes = sorted((t.game_id, t.rollout_index) for t in trajectories)
+    assert len(episodes) == len(set(episodes)) == 12
+    assert {r for _, r in episodes} == {0, 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["episodes"] == manifest["expected_episodes"] == 12
+    assert len(manifest["games"]) == 6 and len(manifest["success_rate_per_task_type"]) == 6
+    assert all(t.num_actions <= 6 for t in trajectories)
+    # A killed run: one finished batch is lost; the rerun redoes only that one, identically.
+    before = {p.name: p.read_bytes() for p in shards}
+    stamp = {p.name: p.stat().st_mtime_ns for p in shards}
+    shards[1].unlink()
+    assert _predict(tmp_path, "tiny", out) == 0
+    after = sorted(out.glob("batch-*.jsonl"))
+    assert {p.name: p.read_bytes() for p in after} == before
+    assert [p.stat().st_mtime_ns == stamp[p.name] for p in after] == [True, False, True]
+
+
+@pytest.mark.distributed
+def test_ddp_rollout_on_two_processes_plays_each_episode_exactly_once(tmp_path):
+    out = tmp_path / "rollouts"
+    exe = Path(sys.executable).with_name("agentprm")
+    args = [
+        str(exe),
+        "predict",
+        "-c",
+        str(ROOT / "configs/rollout/quickstart.yaml"),
+        "--model.init_args.model=tiny",
+        f"--model.init_args.output_dir={out}",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.split=valid_unseen",
+        "--data.init_args.max_games=5",
+        "--data.init_args.rollouts_per_game=3",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.max_steps=4",
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "MASTER_PORT")
+    }
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = sorted(out.glob("batch-*.jsonl"))
+    assert {p.name.split(".")[1] for p in shards} == {"rank0", "rank1"}
+    episodes = [(t.game_id, t.rollout_index) for p in shards for t in read_jsonl(p)]
+    games = spread(AlfWorldEnv("builtin:small").game_ids("valid_unseen"), 5)
+    assert sorted(episodes) == sorted((g, r) for g in games for r in range(3))
+    assert json.loads((out / "manifest.json").read_text())["episodes"] == 15
