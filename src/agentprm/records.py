@@ -224,6 +224,18 @@ RECORD_TYPES: tuple[type, ...] = (Turn, State, Step, Trajectory)
 _RECORD_NAMES = ", ".join(c.__name__ for c in RECORD_TYPES)
 
 
+def register_record(cls: type) -> type:
+    """Class decorator: let another stage's frozen dataclass go through :func:`to_dict`,
+    :func:`from_dict`, :func:`write_jsonl` and :func:`read_jsonl` (e.g. the PRM targets)."""
+    global RECORD_TYPES, _RECORD_NAMES
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise TypeError(f"a record must be a frozen dataclass, found {cls!r}")
+    if cls not in RECORD_TYPES:
+        RECORD_TYPES = (*RECORD_TYPES, cls)
+        _RECORD_NAMES = ", ".join(c.__name__ for c in RECORD_TYPES)
+    return cls
+
+
 def _freeze_sequences(record: object, *names: str) -> None:
     """Turn list-valued sequence fields into tuples so that records stay hashable."""
     for name in names:

@@ -33,12 +33,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agentprm.records import State, Trajectory
+from agentprm.records import State, Trajectory, register_record
 
 DiscountMode = Literal["to_go", "from_start"]
 _TOL = 1e-12
 
 
+@register_record
 @dataclass(frozen=True)
 class QTarget:
     """A Monte-Carlo (or shaped) target for one (state, command) key.
@@ -61,6 +62,7 @@ class QTarget:
     game_ids: tuple[str, ...]
 
 
+@register_record
 @dataclass(frozen=True)
 class PreferencePair:
     """Two responses at the same state whose targets differ by at least δ.
@@ -86,6 +88,7 @@ class PreferencePair:
     game_ids: tuple[str, ...]
 
 
+@register_record
 @dataclass(frozen=True)
 class ValueTarget:
     """A Monte-Carlo state value V̂(s) in [0, 1].
@@ -103,6 +106,7 @@ class ValueTarget:
     game_ids: tuple[str, ...]
 
 
+@register_record
 @dataclass(frozen=True)
 class Transition:
     """One InversePRM transition (s, a, s', a') with its label (paper Eq. 9).
