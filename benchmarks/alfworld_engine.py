@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 
 from agentprm.envs import textgen_cache
-from agentprm.envs.alfworld import AlfWorldEnv
+from agentprm.envs.alfworld import AlfWorldEnv, random_walk
 
 
 def run(data: str, game_ids: list[str], steps: int, seed: int) -> tuple[float, list]:
     """Steps/s over ``steps`` random steps (loading and resets included) and the trace."""
     env = AlfWorldEnv(data, max_steps=30, text_cache=False, cache_games=0)
-    rng = random.Random(seed)
-    trace: list = []
     start = time.perf_counter()
-    while len(trace) < steps:
-        state = env.reset(game_ids)
-        while not all(s.done for s in state) and len(trace) < steps:
-            commands = [None if s.done else rng.choice(s.admissible_commands) for s in state]
-            state = env.step(commands)
-            trace += [(c, s.observation) for c, s in zip(commands, state, strict=True) if c]
+    trace = random_walk(env, game_ids, steps, seed)
     return len(trace) / (time.perf_counter() - start), trace
 
 

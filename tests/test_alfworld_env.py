@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
 
 from agentprm.envs import textgen_cache
-from agentprm.envs.alfworld import AlfWorldEnv, DataError, task_type_of, translate_command
+from agentprm.envs.alfworld import AlfWorldEnv, DataError, random_walk, task_type_of, translate_command
 from agentprm.envs.base import BatchEnv
 
 
@@ -156,19 +155,10 @@ def test_old_put_wording_wins_a_real_game(env, one_per_task_type):
     assert step.won
 
 
-def _random_walk(root, game_ids, n_steps: int, seed: int = 0) -> tuple[list[tuple[str, str, tuple]], float]:
+def _timed_walk(root, game_ids, n_steps: int) -> tuple[list[tuple], float]:
     env = AlfWorldEnv(str(root), max_steps=25, text_cache=False, cache_games=0)
-    rng = random.Random(seed)
-    trace = []
     start = time.perf_counter()
-    while len(trace) < n_steps:
-        steps = env.reset(game_ids)
-        while not all(s.done for s in steps) and len(trace) < n_steps:
-            commands = [None if s.done else rng.choice(s.admissible_commands) for s in steps]
-            steps = env.step(commands)
-            trace += [
-                (c, s.observation, s.admissible_commands) for c, s in zip(commands, steps, strict=True) if c
-            ]
+    trace = random_walk(env, game_ids, n_steps, seed=0)
     return trace, time.perf_counter() - start
 
 
@@ -176,9 +166,9 @@ def test_text_generation_cache_changes_nothing_but_speed(small_root, small_games
     games = [g.game_id for g in small_games if g.split == "valid_unseen"][:6]
     textgen_cache.disable()
     try:
-        plain, t_plain = _random_walk(small_root, games, 520)
+        plain, t_plain = _timed_walk(small_root, games, 520)
         textgen_cache.enable()
-        cached, t_cached = _random_walk(small_root, games, 520)
+        cached, t_cached = _timed_walk(small_root, games, 520)
     finally:
         textgen_cache.enable()
     assert len(plain) >= 500

@@ -67,7 +67,7 @@ def test_spread_keeps_every_task_type():
     assert spread(ids, None) == ids and spread(ids, 100) == ids
 
 
-def _fit_sft(tmp_path: Path, steps: int) -> Path:
+def _fit_sft(tmp_path: Path, steps: int, extra: tuple[str, ...] = ()) -> Path:
     out = tmp_path / "sft"
     args = [
         "fit",
@@ -79,6 +79,7 @@ def _fit_sft(tmp_path: Path, steps: int) -> Path:
         "--trainer.enable_progress_bar=false",
         "--data.init_args.split=valid_seen",
         "--data.init_args.max_games=12",
+        *extra,
     ]
     assert main(args) == 0
     return out
@@ -218,21 +219,7 @@ def test_targets_command_builds_split_datasets_from_rollouts(tmp_path, small_roo
 
 
 def test_lora_sft_writes_a_merged_policy_that_loads_without_peft(tmp_path):
-    out = tmp_path / "sft"
-    args = [
-        "fit",
-        "-c",
-        str(ROOT / "configs/sft/quickstart.yaml"),
-        f"--trainer.default_root_dir={out}",
-        "--trainer.max_steps=3",
-        "--trainer.val_check_interval=null",
-        "--trainer.enable_progress_bar=false",
-        "--model.init_args.lora.r=4",
-        "--model.init_args.lr=0.05",
-        "--data.init_args.split=valid_seen",
-        "--data.init_args.max_games=4",
-    ]
-    assert main(args) == 0
+    out = _fit_sft(tmp_path, steps=3, extra=("--model.init_args.lora.r=4", "--model.init_args.lr=0.05"))
     policy = load_causal_lm(str(out / "policy"))
     assert type(policy).__name__ == "LlamaForCausalLM"  # merged: a plain model, no adapters
     base = load_causal_lm("tiny")

@@ -16,19 +16,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from agentprm.envs.base import EnvStep
+from agentprm.envs.base import TASK_TYPES, EnvStep
 
-__all__ = ["SPLITS", "AlfWorldEnv", "DataError", "resolve_data_root", "task_type_of", "translate_command"]
+__all__ = [
+    "SPLITS",
+    "AlfWorldEnv",
+    "DataError",
+    "random_walk",
+    "resolve_data_root",
+    "task_type_of",
+    "translate_command",
+]
 
 SPLITS = ("train", "valid_seen", "valid_unseen")
-_TASK_PREFIXES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
 _TASK_RE = re.compile(r"Your task is to: (.*)")
 _PUT_RE = re.compile(r"put (.+?) (?:in/on|in|on|into|onto) (.+)")
 _MOVE_RE = re.compile(r"move (.+?) to (.+)")
@@ -47,7 +47,7 @@ class DataError(FileNotFoundError):
 def task_type_of(game_id: str) -> str:
     """The task type from the game folder name (``valid_unseen/pick_two_obj_and_place-…/trial_…``)."""
     folder = game_id.split("/")[-2] if "/" in game_id else game_id
-    for prefix in _TASK_PREFIXES:
+    for prefix in TASK_TYPES:
         if folder.startswith(prefix):
             return prefix
     return folder.split("-")[0]
@@ -214,6 +214,27 @@ class AlfWorldEnv:
     def close(self) -> None:
         self._loaded.clear()
         self._slots, self._last = [], []
+
+
+def random_walk(env: AlfWorldEnv, game_ids: Sequence[str], steps: int, seed: int = 0) -> list[tuple]:
+    """A uniformly random agent's trace: (command, feedback, admissible commands) for ``steps`` steps.
+
+    Episodes of ``game_ids`` are replayed (reset again when all are done) until the trace is long
+    enough. Used to check that the text cache changes nothing and to measure engine speed.
+    """
+    import random
+
+    rng = random.Random(seed)
+    trace: list[tuple] = []
+    while len(trace) < steps:
+        state = env.reset(game_ids)
+        while not all(s.done for s in state) and len(trace) < steps:
+            commands = [None if s.done else rng.choice(s.admissible_commands) for s in state]
+            state = env.step(commands)
+            trace += [
+                (c, s.observation, s.admissible_commands) for c, s in zip(commands, state, strict=True) if c
+            ]
+    return trace
 
 
 def _describe(err: BaseException) -> str:

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["BatchEnv", "EnvStep"]
+__all__ = ["TASK_TYPES", "BatchEnv", "EnvStep"]
+
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+"""The six ALFWorld task types, in ALFWorld's order (task ids 1-6)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from agentprm.envs.base import TASK_TYPES
 from agentprm.envs.expert import SearchExpert
 
 __all__ = [
@@ -31,14 +32,6 @@ __all__ = [
     "play_expert",
 ]
 
-TASK_TYPES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
 Size = Literal["small", "standard"]
 
 # The appliance a transforming task needs in the room.
