@@ -111,7 +111,9 @@ def implied_reward(q_sa: Tensor, q_next: Tensor, terminal: Tensor, gamma: float)
     return q_sa.float() - gamma * next_value
 
 
-def inverse_prm_logistic(q_sa: Tensor, q_next: Tensor, labels: Tensor, terminal: Tensor, gamma: float) -> Tensor:
+def inverse_prm_logistic(
+    q_sa: Tensor, q_next: Tensor, labels: Tensor, terminal: Tensor, gamma: float
+) -> Tensor:
     """InversePRM logistic loss: BCE-with-logits of the implied reward against the expert label.
 
     ``ℓ = BCE(σ(r̂), y)`` with r̂ from :func:`implied_reward` (Eq. 8) and y = 1 for expert transitions,
@@ -133,7 +135,9 @@ def inverse_prm_logistic(q_sa: Tensor, q_next: Tensor, labels: Tensor, terminal:
     return F.binary_cross_entropy_with_logits(r_hat, labels.float())
 
 
-def inverse_prm_linear(q_sa: Tensor, q_next: Tensor, labels: Tensor, terminal: Tensor, gamma: float) -> Tensor:
+def inverse_prm_linear(
+    q_sa: Tensor, q_next: Tensor, labels: Tensor, terminal: Tensor, gamma: float
+) -> Tensor:
     """InversePRM linear loss: the objective of Eq. 9, negated to be minimised.
 
     ``ℓ = −mean_{expert} r̂ + mean_{learner} r̂`` with r̂ from :func:`implied_reward`: the reward player
@@ -263,8 +267,10 @@ def sequence_logps(
         ``[B]`` float32 summed (or averaged) log-probs.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits [B, L, V] and labels [B, L], got {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"expected logits [B, L, V] and labels [B, L], got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     targets = labels[:, 1:]
