@@ -164,6 +164,16 @@ def test_every_builtin_game_is_won_by_walkthrough_and_expert(name):
         assert all(s.won for s in _play(env, demos, [g.expert_actions for g in demos]))
 
 
-def test_an_attempt_past_its_time_limit_is_killed_and_retried():
+def test_an_attempt_past_its_time_limit_is_killed_and_retried(monkeypatch):
+    import time
+
+    import agentprm.envs.gamesets as gamesets
+
+    def stuck(split, index, size, seed, attempt):  # runs in the forked worker: a planner that never returns
+        time.sleep(60)
+
+    monkeypatch.setattr(gamesets, "generate_game", stuck)
+    start = time.monotonic()
     with pytest.raises(RuntimeError, match="no valid game for train #0 after 2 attempts"):
-        generate_set({"train": 1}, "small", timeout=0.0, max_attempts=2, progress=False)
+        generate_set({"train": 1}, "small", timeout=0.5, max_attempts=2, progress=False)
+    assert time.monotonic() - start < 20  # both stuck attempts were killed, not waited for

@@ -152,13 +152,11 @@ def build_targets(rollouts, output, gamma, discount, delta, val_fraction, seed) 
     from pathlib import Path
 
     from agentprm import targets as T
-    from agentprm.records import atomic_write_json, read_jsonl, write_jsonl
+    from agentprm.data import read_trajectories
+    from agentprm.records import atomic_write_json, write_jsonl
 
-    files = [f for r in map(Path, rollouts) for f in (sorted(r.glob("*.jsonl")) if r.is_dir() else [r])]
-    if not files:
-        raise FileNotFoundError(f"no .jsonl trajectory files in {', '.join(map(str, rollouts))}")
-    trajectories = [t for f in files for t in read_jsonl(f)]
-    summary: dict = {"files": [str(f) for f in files], "trajectories": len(trajectories)}
+    trajectories = read_trajectories(rollouts)
+    summary: dict = {"rollouts": [str(r) for r in rollouts], "trajectories": len(trajectories)}
     summary["skipped_failures"] = T.count_failures(trajectories)
     out = Path(output)
     for side, part in zip(("train", "val"), T.split_by_game(trajectories, val_fraction, seed), strict=True):

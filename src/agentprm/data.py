@@ -22,10 +22,14 @@ from agentprm.sampling import chat_ids, response_ids
 
 __all__ = [
     "EpisodeBatch",
+    "PRMDataModule",
+    "PRMExample",
     "RolloutDataModule",
     "SFTDataModule",
     "SFTExample",
+    "collate_prm",
     "collate_sft",
+    "read_trajectories",
     "sft_examples",
     "spread",
 ]
@@ -267,3 +271,131 @@ class RolloutDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(_Items(self.batches), batch_size=None, shuffle=False)
+
+
+def read_trajectories(sources: Sequence[str]) -> list[Trajectory]:
+    """Every Trajectory of the given JSONL files or directories of ``*.jsonl`` files (sorted)."""
+    from pathlib import Path
+
+    files = [f for s in map(Path, sources) for f in (sorted(s.glob("*.jsonl")) if s.is_dir() else [s])]
+    if not files:
+        raise FileNotFoundError(f"no .jsonl trajectory files in {', '.join(map(str, sources))}")
+    return [t for f in files for t in read_jsonl(f)]
+
+
+@dataclass(frozen=True)
+class PRMExample:
+    """One scored sequence (absolute) or a chosen/rejected pair of sequences (relative)."""
+
+    sequences: tuple[tuple[int, ...], ...]
+    target: float = 0.0
+    game_id: str = ""
+
+
+def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch of every sequence (pairs flattened as chosen, rejected, …).
+
+    Returns ``input_ids``, ``attention_mask``, ``score_index`` (each sequence's last token: the
+    end of the assistant turn) and ``target`` (one per example).
+    """
+    seqs = [s for e in examples for s in e.sequences]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "score_index": torch.tensor([len(s) - 1 for s in seqs]),
+        "target": torch.tensor([e.target for e in examples], dtype=torch.float32),
+    }
+
+
+class PRMDataModule(LightningDataModule):
+    """Rollouts → PRM training data, split by game; targets are built in ``setup()``.
+
+    Args:
+        rollouts: Directories (or files) of Trajectory JSONL, e.g. ``runs/x/rollouts/iter_0``.
+        loss: ``absolute`` (one row per (state, response) with its Monte-Carlo Q̂) or ``relative``
+            (preference pairs between commands at the same state).
+        gamma: Discount of the Monte-Carlo targets (paper: 0.95).
+        discount: ``to_go`` (the paper's γ^(T−1−t)·r) or ``from_start`` (the reference code's).
+        delta: Preference margin, in units of Q̂ ∈ [0, 1].
+        val_fraction: Share of games held out for validation.
+        batch_size: Examples per batch (a pair counts once).
+        max_length: Longest sequence in tokens; longer ones are skipped and counted.
+        seed: Seed of the game split.
+    """
+
+    def __init__(
+        self,
+        rollouts: list[str],
+        loss: str = "absolute",
+        gamma: float = 0.95,
+        discount: str = "to_go",
+        delta: float = 0.015,
+        val_fraction: float = 0.15,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: list[PRMExample] = []
+        self.val_set: list[PRMExample] = []
+        self.skipped_too_long = 0
+
+    def _examples(self, trajectories: Sequence[Trajectory], encode) -> list[PRMExample]:
+        from agentprm import targets
+
+        h = self.hparams
+        q = targets.mc_q_targets(trajectories, h.gamma, h.discount)
+        out: list[PRMExample] = []
+        if h.loss == "absolute":
+            rows = [(t.state, (r,), t.q, t.game_ids[0]) for t in q for r in t.responses]
+        else:
+            pairs = targets.preference_pairs(q, h.delta)
+            rows = [(p.state, (p.chosen, p.rejected), 1.0, p.game_ids[0]) for p in pairs]
+        for state, responses, value, game in rows:
+            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for x in responses))
+            if max(map(len, seqs)) > h.max_length:
+                self.skipped_too_long += 1
+                continue
+            out.append(PRMExample(seqs, value, game))
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set:
+            return
+        from agentprm.targets import split_by_game
+
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or not hasattr(module, "encode"):
+            raise ValueError("PRMDataModule is used with a PRMModule, whose tokenizer and renderer it uses")
+        train, val = split_by_game(
+            read_trajectories(self.hparams.rollouts), self.hparams.val_fraction, self.hparams.seed
+        )
+        self.train_set = self._examples(train, module.encode)
+        self.val_set = self._examples(val, module.encode)
+        self.pad_id = module.tokenizer.pad_token_id
+        if not self.train_set:
+            raise ValueError(f"no {self.hparams.loss} PRM examples in {self.hparams.rollouts}")
+        log.info(
+            "PRM (%s): %d train / %d val examples", self.hparams.loss, len(self.train_set), len(self.val_set)
+        )
+
+    def _loader(self, data: list[PRMExample], shuffle: bool) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            collate_fn=functools.partial(collate_prm, pad_id=self.pad_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

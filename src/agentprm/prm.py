@@ -1,0 +1,217 @@
+"""PRMModule: a causal-LM trunk with a scalar head, read at the last token of the assistant turn.
+
+The PRM scores a (state, full response) pair rendered as a two-message conversation with the one
+renderer; σ(score) estimates Q(s, a) ∈ [0, 1]. Losses (``absolute`` soft BCE on Monte-Carlo
+targets, ``relative`` Bradley–Terry on preference pairs) come from :mod:`agentprm.losses`.
+
+:meth:`PRMModule.score` scores N candidate responses of one state with the state computed once:
+the prompt runs through the trunk a single time and its KV cache is shared by every candidate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+
+from agentprm import losses
+from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.prompts import Renderer, ResponseFormat
+from agentprm.records import State
+from agentprm.sampling import chat_ids, response_ids
+
+__all__ = ["PRMLoss", "PRMModule", "calibration"]
+
+PRMLoss = Literal["absolute", "relative"]
+
+
+def calibration(probs: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> tuple[float, list[dict]]:
+    """Expected calibration error of predicted Q (``probs``) against targets, and the reliability bins.
+
+    ECE = Σ_b (n_b / n) · |mean prediction_b − mean target_b| over equal-width bins of the prediction.
+    """
+    edges = torch.linspace(0, 1, bins + 1)
+    index = torch.clamp(torch.bucketize(probs, edges[1:-1]), 0, bins - 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        mask = index == b
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        pred, true = float(probs[mask].mean()), float(targets[mask].mean())
+        ece += n / len(probs) * abs(pred - true)
+        table.append({"bin": b, "count": n, "mean_prediction": pred, "mean_target": true})
+    return ece, table
+
+
+class PRMModule(LightningModule):
+    """Process reward model: LM trunk + scalar head (small init), LoRA or full fine-tuning.
+
+    Args:
+        model: Backbone directory or hub name (``tiny``: the project's tiny model). The PRM may use
+            a different model and tokenizer from the policy.
+        dtype: Weight dtype.
+        lora: LoRA settings for the trunk (the head is always trained); None trains every weight.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        loss: ``absolute`` (soft BCE on MC targets) or ``relative`` (Bradley–Terry on pairs).
+        head_init_std: Standard deviation of the head's initial weights (scores start near 0).
+        lr: Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Warm-up steps.
+        template: Prompt template of the renderer the PRM reads states with.
+        history_window: Turns of history kept in full.
+        response_format: Format of the responses it scores.
+        output_dir: Where the trained PRM (trunk as a Hugging Face directory + ``head.pt``) is written
+            at the end of fitting (None: ``<trainer.default_root_dir>/prm``).
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        dtype: Dtype = "float32",
+        lora: LoraSettings | None = None,
+        gradient_checkpointing: bool = False,
+        loss: PRMLoss = "absolute",
+        head_init_std: float = 1e-3,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 20,
+        template: str = "compact",
+        history_window: int | None = 1,
+        response_format: ResponseFormat = "action",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in ("absolute", "relative"):
+            raise ValueError(f"loss must be 'absolute' or 'relative', found {loss!r}")
+        self.save_hyperparameters()
+        self.lm = load_causal_lm(model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing)
+        self.tokenizer = load_tokenizer(model)
+        self.renderer = Renderer(template, history_window, response_format)
+        hidden = self.trunk.config.hidden_size
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.normal_(self.head.weight, std=head_init_std)
+        torch.nn.init.zeros_(self.head.bias)
+        self.lm.train()
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def trunk(self):
+        """The decoder stack without the LM head (hidden states are read from it directly)."""
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return base.model
+
+    # -- scoring ------------------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, score_index) -> torch.Tensor:
+        """Scores ``[B]`` of right-padded sequences, read at ``score_index`` ``[B]``."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), score_index]
+        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+
+    def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
+        """Prompt ids and response ids (through the end-of-turn token) of one (state, response)."""
+        prompt = chat_ids(self.tokenizer, self.renderer, state)
+        return prompt, response_ids(self.tokenizer, self.renderer, state, prompt, response)
+
+    @torch.no_grad()
+    def score(self, state: State, responses: Sequence[str]) -> torch.Tensor:
+        """Scores ``[N]`` of N responses to one state, the state computed once (shared KV cache)."""
+        prompt, _ = self.encode(state, responses[0])
+        suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.head.weight.device
+            out = self.trunk(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(suffixes))
+            width = max(map(len, suffixes))
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
+            keep = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device)
+            mask = torch.cat(
+                [torch.ones((len(suffixes), len(prompt)), dtype=torch.long, device=device), keep], 1
+            )
+            positions = torch.arange(len(prompt), len(prompt) + width, device=device).expand(
+                len(suffixes), -1
+            )
+            hidden = self.trunk(
+                input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions
+            ).last_hidden_state
+            last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
+            picked = hidden[torch.arange(len(suffixes), device=device), last]
+            return self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float()
+        finally:
+            self.train(was_training)
+
+    # -- training -----------------------------------------------------------------------------
+    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        scores = self(batch["input_ids"], batch["attention_mask"], batch["score_index"]).float()
+        if self.hparams.loss == "absolute":
+            target = batch["target"].float()
+            loss = losses.soft_bce(scores, target, batch.get("weight"))
+            acc = ((scores > 0) == (target > 0.5)).float().mean()
+            return loss, {"prm/loss": loss, "prm/acc": acc}, torch.sigmoid(scores), target
+        chosen, rejected = scores[0::2], scores[1::2]
+        loss = losses.bradley_terry(chosen, rejected)
+        pair_acc = (chosen > rejected).float().mean()
+        probs = torch.sigmoid(torch.stack([chosen, rejected], 1)).flatten()
+        labels = torch.tensor([1.0, 0.0], device=scores.device).repeat(len(chosen))
+        return loss, {"prm/loss": loss, "prm/pair_acc": pair_acc}, probs, labels
+
+    def training_step(self, batch, batch_idx):
+        loss, metrics, _, _ = self._step(batch)
+        size = batch["input_ids"].shape[0]
+        self.log_dict({f"train/{k.split('/')[1]}": v for k, v in metrics.items()}, batch_size=size)
+        self.log("prm/loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        _, metrics, probs, targets = self._step(batch)
+        size = batch["input_ids"].shape[0]
+        self.log_dict(
+            {f"val/{k.split('/')[1]}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True
+        )
+        self._val.append((probs.detach().cpu(), targets.detach().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        probs = torch.cat([p for p, _ in self._val])
+        targets = torch.cat([t for _, t in self._val])
+        self._val.clear()
+        ece, _ = calibration(probs, targets)
+        self.log("val/ece", ece)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "prm"))
+
+    @rank_zero_only
+    def _save(self, out: str) -> None:
+        from agentprm.policy import save_hf
+
+        path = save_hf(self.lm, self.tokenizer, out)
+        torch.save(
+            {"weight": self.head.weight.detach().cpu(), "bias": self.head.bias.detach().cpu()},
+            path / "head.pt",
+        )
