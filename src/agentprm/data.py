@@ -272,6 +272,9 @@ class RolloutDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(_Items(self.batches), batch_size=None, shuffle=False)
 
+    def test_dataloader(self) -> DataLoader:
+        return self.predict_dataloader()
+
 
 def read_trajectories(sources: Sequence[str]) -> list[Trajectory]:
     """Every Trajectory of the given JSONL files or directories of ``*.jsonl`` files (sorted)."""

@@ -106,6 +106,25 @@ class PRMModule(LightningModule):
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         return base.model
 
+    @classmethod
+    def load(cls, path: str, **kwargs) -> PRMModule:
+        """A trained PRM from the directory its ``fit`` wrote (trunk + ``head.pt``), in eval mode."""
+        head = Path(path) / "head.pt"
+        if not head.is_file():
+            raise FileNotFoundError(
+                f"{head}: not a PRM directory (written by `agentprm fit -c configs/prm/…`)"
+            )
+        import json
+
+        settings = (
+            json.loads((Path(path) / "prm.json").read_text()) if (Path(path) / "prm.json").is_file() else {}
+        )
+        prm = cls(model=str(path), **{**settings, **kwargs})
+        state = torch.load(head, weights_only=True)
+        prm.head.weight.data.copy_(state["weight"])
+        prm.head.bias.data.copy_(state["bias"])
+        return prm.eval()
+
     # -- scoring ------------------------------------------------------------------------------
     def forward(self, input_ids, attention_mask, score_index) -> torch.Tensor:
         """Scores ``[B]`` of right-padded sequences, read at ``score_index`` ``[B]``."""

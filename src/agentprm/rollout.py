@@ -235,28 +235,31 @@ class RolloutModule(LightningModule):
         self._start = time.time()
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
+    def sampler(self, batch_index: int) -> HFSampler:
+        """The policy's sampler for one batch, seeded by the batch index (same on resume and any rank)."""
+        h = self.hparams
+        seed = h.seed * 1_000_003 + batch_index
+        return HFSampler(
+            self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
+        )
+
+    def chooser(self, batch_index: int) -> Chooser:
+        """How actions are picked: one sample of the policy per state (greedy when configured)."""
+        sampler, greedy = self.sampler(batch_index), self.hparams.greedy
+
+        def choose(states: list[State], slots: list[int]) -> list[Sample]:
+            return [s[0] for s in sampler.sample(states, 1, greedy=greedy)]
+
+        return choose
+
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         if _shards(self.output_dir, batch.index):
             return {"batch": batch.index, "skipped": True}
         h = self.hparams
-        sampler = HFSampler(
-            self.model,
-            self.tokenizer,
-            self.renderer,
-            h.mode,
-            h.temperature,
-            h.top_p,
-            h.max_new_tokens,
-            seed=h.seed * 1_000_003 + batch.index,
-        )
-
-        def choose(states: list[State], slots: list[int]) -> list[Sample]:
-            return [s[0] for s in sampler.sample(states, 1, greedy=h.greedy)]
-
         trajectories = play(
             self._env(batch.data, batch.max_steps),
             [g for g, _ in batch.episodes],
-            choose,
+            self.chooser(batch.index),
             policy_id=h.policy_id or h.model,
             seed=h.seed,
             rollout_indices=[r for _, r in batch.episodes],

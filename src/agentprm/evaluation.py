@@ -1,0 +1,128 @@
+"""Evaluation: success rate (overall and per task type, Wilson 95% intervals), mean actions, Best-of-N.
+
+``agentprm test --config configs/eval/quickstart.yaml`` plays one episode per game of a fixed game
+list with the policy alone, or with Best-of-N(π, Q): at every turn the policy proposes N responses
+and the PRM's top-scored one is played (its N scores computed with the state once). Per-game
+results go to ``results.jsonl`` (one line per episode), the aggregate to ``summary.json``, and the
+trajectories to the same resumable shards as rollouts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from agentprm.records import State, atomic_write_json, atomic_write_text, read_jsonl
+from agentprm.rollout import Chooser, RolloutModule
+from agentprm.sampling import Sample
+
+__all__ = ["EvaluationModule", "summarize", "wilson_interval"]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for z = 1.96); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Success rate with its Wilson interval, overall and per task type, and mean actions."""
+
+    def block(items: list[dict]) -> dict:
+        won = sum(r["won"] for r in items)
+        lo, hi = wilson_interval(won, len(items))
+        return {
+            "episodes": len(items),
+            "won": won,
+            "success_rate": won / len(items) if items else 0.0,
+            "wilson95": [lo, hi],
+            "mean_actions": sum(r["num_actions"] for r in items) / len(items) if items else 0.0,
+        }
+
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_type[r["task_type"]].append(r)
+    return {
+        **block(rows),
+        "failures": sum(r["failure"] is not None for r in rows),
+        "per_task_type": {k: block(v) for k, v in sorted(by_type.items())},
+        "games": sorted({r["game_id"] for r in rows}),
+    }
+
+
+class EvaluationModule(RolloutModule):
+    """The policy alone, or Best-of-N with a PRM, on a fixed list of games (``agentprm test``).
+
+    Args:
+        prm: Directory of a trained PRM (written by ``agentprm fit -c configs/prm/…``); None plays
+            the policy alone.
+        best_of_n: N responses proposed per turn when ``prm`` is set (the paper uses 16).
+        **kwargs: The policy and sampling arguments of :class:`~agentprm.rollout.RolloutModule`.
+    """
+
+    def __init__(self, prm: str | None = None, best_of_n: int = 8, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if best_of_n < 1:
+            raise ValueError(f"best_of_n must be >= 1, found {best_of_n}")
+        self.prm_path, self.best_of_n = prm, best_of_n
+        self.prm = None
+        if prm is not None:
+            from agentprm.prm import PRMModule
+
+            self.prm = PRMModule.load(prm)
+
+    def chooser(self, batch_index: int) -> Chooser:
+        if self.prm is None:
+            return super().chooser(batch_index)
+        sampler, prm, n = self.sampler(batch_index), self.prm, self.best_of_n
+
+        def choose(states: list[State], slots: list[int]) -> list[Sample]:
+            picks = []
+            for state, candidates in zip(states, sampler.sample(states, n), strict=True):
+                scores = prm.score(state, [c.text for c in candidates])
+                picks.append(candidates[int(scores.argmax())])
+            return picks
+
+        return choose
+
+    def test_step(self, batch, batch_idx: int = 0) -> dict:
+        return self.predict_step(batch, batch_idx)
+
+    def on_test_start(self) -> None:
+        self.on_predict_start()
+
+    def on_test_end(self) -> None:
+        self.trainer.strategy.barrier()
+        if self.global_rank != 0:
+            return
+        trajectories = [t for p in sorted(Path(self.output_dir).glob("batch-*.jsonl")) for t in read_jsonl(p)]
+        rows = [
+            {
+                "game_id": t.game_id,
+                "task_type": t.task_type,
+                "rollout_index": t.rollout_index,
+                "won": t.won,
+                "num_actions": t.num_actions,
+                "failure": t.failure,
+            }
+            for t in sorted(trajectories, key=lambda t: (t.game_id, t.rollout_index))
+        ]
+        atomic_write_text(self.output_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        summary = summarize(rows)
+        h = self.hparams
+        summary["setting"] = {
+            "policy": h.policy_id or h.model,
+            "prm": self.prm_path,
+            "best_of_n": self.best_of_n if self.prm is not None else 1,
+            "mode": h.mode,
+            "greedy": h.greedy,
+            "temperature": h.temperature,
+            "seed": h.seed,
+        }
+        atomic_write_json(self.output_dir / "summary.json", summary)

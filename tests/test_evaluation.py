@@ -1,0 +1,142 @@
+"""Evaluation and Best-of-N through `agentprm test`, with a real PRM trained on real rollouts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from agentprm.cli import main
+from agentprm.envs.alfworld import AlfWorldEnv
+from agentprm.evaluation import EvaluationModule, summarize, wilson_interval
+from agentprm.records import write_jsonl
+from agentprm.rollout import play, scripted, state_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wilson_interval_hand_values():
+    # p = 0.5, n = 10, z = 1.96: center = (0.5 + 0.19208) / 1.38416 = 0.5
+    # half = 1.96 * sqrt(0.025 + 0.009604) / 1.38416 = 0.2634
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson_interval(0, 10)  # center = 0.19208/1.38416 = 0.13877 = half
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_summarize_per_task_type():
+    rows = [
+        {"game_id": "a", "task_type": "x", "won": True, "num_actions": 4, "failure": None},
+        {"game_id": "b", "task_type": "x", "won": False, "num_actions": 30, "failure": None},
+        {"game_id": "c", "task_type": "y", "won": True, "num_actions": 8, "failure": None},
+    ]
+    s = summarize(rows)
+    assert s["won"] == 2 and s["success_rate"] == pytest.approx(2 / 3) and s["mean_actions"] == 14
+    assert s["per_task_type"]["x"]["success_rate"] == 0.5 and s["per_task_type"]["y"]["episodes"] == 1
+    assert s["games"] == ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory, small_root, small_games):
+    """A relative PRM trained on winning walkthroughs against losing loops (a few seconds)."""
+    base = tmp_path_factory.mktemp("prm")
+    games = [g for g in small_games if g.split == "train"][:12]
+    env = AlfWorldEnv(str(small_root), max_steps=10)
+    ids = [g.game_id for g in games]
+    wins = play(env, ids, scripted(dict(enumerate(g.walkthrough for g in games))), policy_id="a")
+    losses = play(env, ids, scripted({i: ["inventory"] * 10 for i in range(12)}), policy_id="b")
+    write_jsonl(base / "rollouts" / "r.jsonl", wins + losses)
+    args = ["fit", "-c", str(ROOT / "configs/prm/relative.yaml"), f"--trainer.default_root_dir={base}"]
+    args += [
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        f"--data.init_args.rollouts=[{base}/rollouts]",
+    ]
+    assert main(args) == 0
+    return base / "prm"
+
+
+def test_best_of_n_plays_the_prm_top_choice(prm_dir, small_root, one_per_task_type):
+    module = EvaluationModule(prm=str(prm_dir), best_of_n=4, model="tiny", temperature=3.0)
+    env = AlfWorldEnv(str(small_root))
+    steps = env.reset([g.game_id for g in one_per_task_type[:3]])
+    states = [state_of(s, []) for s in steps]
+    picked = module.chooser(5)(states, [0, 1, 2])
+    candidates = module.sampler(5).sample(states, 4)  # the same seed proposes the same candidates
+    for state, pick, group in zip(states, picked, candidates, strict=True):
+        scores = module.prm.score(state, [c.text for c in group])
+        assert pick.text == group[int(torch.argmax(scores))].text
+
+
+def _test(tmp_path, out, extra=()):
+    args = [
+        "test",
+        "-c",
+        str(ROOT / "configs/eval/quickstart.yaml"),
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        f"--model.init_args.output_dir={out}",
+        "--data.init_args.max_games=6",
+        "--data.init_args.max_steps=5",
+        *extra,
+    ]
+    return main(args)
+
+
+def test_agentprm_test_writes_results_and_summary(tmp_path, prm_dir):
+    out = tmp_path / "bon"
+    assert (
+        _test(
+            tmp_path,
+            out,
+            [
+                "--model.init_args.model=tiny",
+                f"--model.init_args.prm={prm_dir}",
+                "--model.init_args.best_of_n=3",
+            ],
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["episodes"] == 6 and len(summary["games"]) == 6
+    assert (
+        set(summary["per_task_type"]) == {r["task_type"] for r in rows} and len(summary["per_task_type"]) == 6
+    )
+    assert summary["setting"]["best_of_n"] == 3 and summary["setting"]["prm"] == str(prm_dir)
+    assert all(r["num_actions"] <= 5 for r in rows)
+    lo, hi = summary["wilson95"]
+    assert lo <= summary["success_rate"] <= hi
+    alone = tmp_path / "alone"
+    assert (
+        _test(
+            tmp_path,
+            alone,
+            ["--model.init_args.model=tiny", "--model.init_args.prm=null", "--model.init_args.greedy=true"],
+        )
+        == 0
+    )
+    assert json.loads((alone / "summary.json").read_text())["setting"]["best_of_n"] == 1
+
+
+@pytest.mark.alfworld_data
+@pytest.mark.parametrize("split", ["valid_unseen", "valid_seen"])
+def test_paper_protocol_config_runs_on_real_alfworld_data(tmp_path, split):
+    root = Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser() / "json_2.1.1" / split
+    if not any(root.glob("*/*/game.tw-pddl")):
+        pytest.skip(f"no ALFWorld data under {root} (run `alfworld-download`)")
+    out = tmp_path / split
+    args = ["test", "-c", str(ROOT / f"configs/eval/alfworld_{split}.yaml"), "--trainer.accelerator=cpu"]
+    args += ["--trainer.precision=32-true", "--model.init_args.model=tiny", "--model.init_args.dtype=float32"]
+    args += [
+        "--model.init_args.prm=null",
+        f"--model.init_args.output_dir={out}",
+        "--data.init_args.max_games=2",
+    ]
+    args += ["--data.init_args.max_steps=2", "--model.init_args.max_new_tokens=8"]
+    assert main(args) == 0
+    assert json.loads((out / "summary.json").read_text())["episodes"] == 2
