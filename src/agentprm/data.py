@@ -293,6 +293,7 @@ class PRMExample:
     sequences: tuple[tuple[int, ...], ...]
     target: float = 0.0
     game_id: str = ""
+    state_key: str = ""
 
 
 def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -313,6 +314,7 @@ def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.
         "attention_mask": mask,
         "score_index": torch.tensor([len(s) - 1 for s in seqs]),
         "target": torch.tensor([e.target for e in examples], dtype=torch.float32),
+        "state_key": [e.state_key for e in examples],
     }
 
 
@@ -366,7 +368,7 @@ class PRMDataModule(LightningDataModule):
             if max(map(len, seqs)) > h.max_length:
                 self.skipped_too_long += 1
                 continue
-            out.append(PRMExample(seqs, value, game))
+            out.append(PRMExample(seqs, value, game, state.key()))
         return out
 
     def setup(self, stage: str | None = None) -> None:

@@ -25,7 +25,7 @@ from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
 from agentprm.sampling import chat_ids, response_ids
 
-__all__ = ["PRMLoss", "PRMModule", "calibration"]
+__all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
 
 PRMLoss = Literal["absolute", "relative"]
 
@@ -47,6 +47,24 @@ def calibration(probs: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> t
         ece += n / len(probs) * abs(pred - true)
         table.append({"bin": b, "count": n, "mean_prediction": pred, "mean_target": true})
     return ece, table
+
+
+def pair_accuracy(scores: torch.Tensor, targets: torch.Tensor, keys: Sequence[str], delta: float = 0.015):
+    """Share of same-state pairs whose targets differ by ≥ ``delta`` that the scores order correctly.
+
+    None when there is no such pair. Ties in score count as half right.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    right = total = 0.0
+    for idx in groups.values():
+        for a in idx:
+            for b in idx:
+                if targets[a] - targets[b] >= delta - 1e-12:
+                    total += 1
+                    right += 1.0 if scores[a] > scores[b] else 0.5 if scores[a] == scores[b] else 0.0
+    return right / total if total else None
 
 
 class PRMModule(LightningModule):
@@ -196,16 +214,24 @@ class PRMModule(LightningModule):
         self.log_dict(
             {f"val/{k.split('/')[1]}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True
         )
-        self._val.append((probs.detach().cpu(), targets.detach().cpu()))
+        keys = batch.get("state_key") or [""] * len(batch["target"])
+        if self.hparams.loss == "relative":
+            keys = [k for k in keys for _ in range(2)]
+        self._val.append((probs.detach().cpu(), targets.detach().cpu(), keys))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        probs = torch.cat([p for p, _ in self._val])
-        targets = torch.cat([t for _, t in self._val])
+        probs = torch.cat([p for p, _, _ in self._val])
+        targets = torch.cat([t for _, t, _ in self._val])
+        keys = [k for _, _, ks in self._val for k in ks]
         self._val.clear()
         ece, _ = calibration(probs, targets)
         self.log("val/ece", ece)
+        if self.hparams.loss == "absolute":
+            acc = pair_accuracy(probs, targets, keys)
+            if acc is not None:
+                self.log("val/pair_acc", acc)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
