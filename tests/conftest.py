@@ -42,3 +42,26 @@ def one_per_task_type(small_games):
     from agentprm.envs.games import TASK_TYPES
 
     return [next(g for g in small_games if g.split == "train" and g.task_type == t) for t in TASK_TYPES]
+
+
+@pytest.fixture(scope="session")
+def scripted_rollouts(tmp_path_factory, small_root, small_games):
+    """A rollout directory with a clear PRM signal on 12 training games, played in the real engine:
+    the planner's walkthrough (won), a 'look' detour then the walkthrough (won later), and an
+    'inventory' loop (lost)."""
+    from agentprm.envs.alfworld import AlfWorldEnv
+    from agentprm.records import write_jsonl
+    from agentprm.rollout import play, scripted
+
+    out = tmp_path_factory.mktemp("rollouts")
+    games = [g for g in small_games if g.split == "train"][:12]
+    env = AlfWorldEnv(str(small_root), max_steps=10)
+    ids = [g.game_id for g in games]
+    plans = [
+        {i: g.walkthrough for i, g in enumerate(games)},
+        {i: ["look", *g.walkthrough] for i, g in enumerate(games)},
+        {i: ["inventory"] * 10 for i in range(len(games))},
+    ]
+    trajectories = [t for k, p in enumerate(plans) for t in play(env, ids, scripted(p), policy_id=f"p{k}")]
+    write_jsonl(out / "rollouts.jsonl", trajectories)
+    return out

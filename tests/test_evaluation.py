@@ -12,8 +12,7 @@ import torch
 from agentprm.cli import main
 from agentprm.envs.alfworld import AlfWorldEnv
 from agentprm.evaluation import EvaluationModule, summarize, wilson_interval
-from agentprm.records import write_jsonl
-from agentprm.rollout import play, scripted, state_of
+from agentprm.rollout import state_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,22 +40,12 @@ def test_summarize_per_task_type():
 
 
 @pytest.fixture(scope="module")
-def prm_dir(tmp_path_factory, small_root, small_games):
-    """A relative PRM trained on winning walkthroughs against losing loops (a few seconds)."""
+def prm_dir(tmp_path_factory, scripted_rollouts):
+    """A relative PRM trained on the scripted rollouts (a few seconds)."""
     base = tmp_path_factory.mktemp("prm")
-    games = [g for g in small_games if g.split == "train"][:12]
-    env = AlfWorldEnv(str(small_root), max_steps=10)
-    ids = [g.game_id for g in games]
-    wins = play(env, ids, scripted(dict(enumerate(g.walkthrough for g in games))), policy_id="a")
-    losses = play(env, ids, scripted({i: ["inventory"] * 10 for i in range(12)}), policy_id="b")
-    write_jsonl(base / "rollouts" / "r.jsonl", wins + losses)
     args = ["fit", "-c", str(ROOT / "configs/prm/relative.yaml"), f"--trainer.default_root_dir={base}"]
-    args += [
-        "--trainer.max_epochs=3",
-        "--trainer.enable_progress_bar=false",
-        f"--data.init_args.rollouts=[{base}/rollouts]",
-    ]
-    assert main(args) == 0
+    args += ["--trainer.max_epochs=3", "--trainer.enable_progress_bar=false"]
+    assert main([*args, f"--data.init_args.rollouts=[{scripted_rollouts}]"]) == 0
     return base / "prm"
 
 

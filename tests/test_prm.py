@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from agentprm.cli import main
-from agentprm.data import collate_prm
-from agentprm.envs.alfworld import AlfWorldEnv
+from agentprm.data import PRMExample, collate_prm
 from agentprm.prm import PRMModule, calibration
-from agentprm.records import State, Turn, write_jsonl
-from agentprm.rollout import play, scripted
+from agentprm.records import State, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +38,6 @@ def test_shared_prefix_scores_equal_scoring_each_pair_alone():
     )
     responses = [prm.renderer.response("", c) for c in state.admissible_commands] + ["ACTION: fly"]
     shared = prm.score(state, responses)
-    from agentprm.data import PRMExample
-
     examples = [PRMExample((tuple(p + r),)) for p, r in (prm.encode(state, x) for x in responses)]
     batch = collate_prm(examples, prm.tokenizer.pad_token_id)
     prm.eval()
@@ -51,23 +47,8 @@ def test_shared_prefix_scores_equal_scoring_each_pair_alone():
     torch.testing.assert_close(shared, alone.float(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def rollouts(tmp_path_factory, small_root, small_games):
-    """Winning walkthroughs and losing 'look' loops on 12 training games: a clear PRM signal."""
-    out = tmp_path_factory.mktemp("rollouts")
-    games = [g for g in small_games if g.split == "train"][:12]
-    env = AlfWorldEnv(str(small_root), max_steps=10)
-    ids = [g.game_id for g in games]
-    wins = play(env, ids, scripted(dict(enumerate(g.walkthrough for g in games))), policy_id="a")
-    detours = {i: ["look", *g.walkthrough] for i, g in enumerate(games)}
-    late = play(env, ids, scripted(detours), policy_id="b")
-    losses = play(env, ids, scripted({i: ["inventory"] * 10 for i in range(12)}), policy_id="c")
-    write_jsonl(out / "a.jsonl", wins + late + losses)
-    return out
-
-
 @pytest.mark.parametrize("loss", ["absolute", "relative"])
-def test_prm_fit_learns_from_rollouts(tmp_path, rollouts, loss):
+def test_prm_fit_learns_from_rollouts(tmp_path, scripted_rollouts, loss):
     out = tmp_path / loss
     args = [
         "fit",
@@ -77,7 +58,7 @@ def test_prm_fit_learns_from_rollouts(tmp_path, rollouts, loss):
         "--trainer.max_epochs=6",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
-        f"--data.init_args.rollouts=[{rollouts}]",
+        f"--data.init_args.rollouts=[{scripted_rollouts}]",
         "--data.init_args.val_fraction=0.25",
         "--data.init_args.batch_size=8",
         "--model.init_args.lr=0.003",

@@ -7,7 +7,6 @@ directory (``save_pretrained``: weights, config, tokenizer) that any later stage
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.optim import adamw_warmup_cosine
 
 __all__ = ["SFTModule", "save_hf"]
 
@@ -104,20 +104,11 @@ class SFTModule(LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.hparams.warmup_steps, total)
-        floor = self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        total = int(self.trainer.estimated_stepping_batches)
+        return adamw_warmup_cosine(
+            self.model.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, self.hparams.min_lr_ratio
+        )
 
     def on_fit_end(self) -> None:
         self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy"))

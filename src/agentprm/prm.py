@@ -10,7 +10,6 @@ the prompt runs through the trunk a single time and its KV cache is shared by ev
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
 from agentprm.sampling import chat_ids, response_ids
@@ -234,19 +234,9 @@ class PRMModule(LightningModule):
                 self.log("val/pair_acc", acc)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.hparams.warmup_steps, total)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        h = self.hparams
+        total = int(self.trainer.estimated_stepping_batches)
+        return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
     def on_fit_end(self) -> None:
         self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "prm"))
