@@ -7,6 +7,7 @@ directory (``save_pretrained``: weights, config, tokenizer) that any later stage
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,11 +20,18 @@ from agentprm.optim import adamw_warmup_cosine
 __all__ = ["SFTModule", "save_hf"]
 
 
-def save_hf(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> Path:
+def save_hf(
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    merge_lora: bool = True,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a (possibly LoRA-wrapped) causal LM and its tokenizer with ``save_pretrained``.
 
     With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
-    adapter alone is written. The directory is replaced atomically.
+    adapter alone is written. ``extra(folder)`` may add files of its own. The whole directory is
+    written aside and then swapped in, so readers never see a half-written model.
     """
     import shutil
     import tempfile
@@ -38,6 +46,8 @@ def save_hf(model, tokenizer, out_dir: str | Path, merge_lora: bool = True) -> P
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if extra is not None:
+        extra(tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

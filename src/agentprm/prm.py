@@ -244,9 +244,13 @@ class PRMModule(LightningModule):
     @rank_zero_only
     def _save(self, out: str) -> None:
         from agentprm.policy import save_hf
+        from agentprm.records import atomic_write_json
 
-        path = save_hf(self.lm, self.tokenizer, out)
-        torch.save(
-            {"weight": self.head.weight.detach().cpu(), "bias": self.head.bias.detach().cpu()},
-            path / "head.pt",
-        )
+        head = {"weight": self.head.weight.detach().cpu(), "bias": self.head.bias.detach().cpu()}
+        settings = {k: self.hparams[k] for k in ("template", "history_window", "response_format", "loss")}
+
+        def head_and_settings(folder: Path) -> None:
+            torch.save(head, folder / "head.pt")
+            atomic_write_json(folder / "prm.json", settings)
+
+        save_hf(self.lm, self.tokenizer, out, extra=head_and_settings)
