@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentprm.cache import cache_root
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -119,7 +121,7 @@ def tiny_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
     corpus = default_corpus()
     digest = hashlib.sha256("\n".join(corpus).encode()).hexdigest()[:12]
-    base = Path(cache_dir or os.environ.get("AGENTPRM_CACHE", Path.home() / ".cache" / "agentprm"))
+    base = cache_root(cache_dir)
     out = base / "models" / f"tiny-{digest}"
     if not (out / "config.json").is_file():
         build_tiny_model(out, corpus=corpus)

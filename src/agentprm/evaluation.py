@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 
-from agentprm.records import State, atomic_write_json, atomic_write_text, read_jsonl
-from agentprm.rollout import Chooser, RolloutModule
+from agentprm.records import State, atomic_write_json, atomic_write_text
+from agentprm.rollout import Chooser, RolloutModule, read_shards
 from agentprm.sampling import Sample
 
 __all__ = ["EvaluationModule", "summarize", "wilson_interval"]
@@ -101,7 +100,7 @@ class EvaluationModule(RolloutModule):
         self.trainer.strategy.barrier()
         if self.global_rank != 0:
             return
-        trajectories = [t for p in sorted(Path(self.output_dir).glob("batch-*.jsonl")) for t in read_jsonl(p)]
+        trajectories = read_shards(self.output_dir)
         rows = [
             {
                 "game_id": t.game_id,

@@ -23,7 +23,7 @@ from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenize
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
-from agentprm.sampling import chat_ids, response_ids
+from agentprm.sampling import chat_ids, response_ids, shared_prefix_forward
 
 __all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
 
@@ -158,30 +158,14 @@ class PRMModule(LightningModule):
     @torch.no_grad()
     def score(self, state: State, responses: Sequence[str]) -> torch.Tensor:
         """Scores ``[N]`` of N responses to one state, the state computed once (shared KV cache)."""
-        prompt, _ = self.encode(state, responses[0])
+        prompt = chat_ids(self.tokenizer, self.renderer, state)
         suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
         was_training = self.training
         self.eval()
         try:
-            device = self.head.weight.device
-            out = self.trunk(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(suffixes))
-            width = max(map(len, suffixes))
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
-            keep = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device)
-            mask = torch.cat(
-                [torch.ones((len(suffixes), len(prompt)), dtype=torch.long, device=device), keep], 1
-            )
-            positions = torch.arange(len(prompt), len(prompt) + width, device=device).expand(
-                len(suffixes), -1
-            )
-            hidden = self.trunk(
-                input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions
-            ).last_hidden_state
-            last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
-            picked = hidden[torch.arange(len(suffixes), device=device), last]
+            _, out, _, keep = shared_prefix_forward(self.trunk, prompt, suffixes, self.tokenizer.pad_token_id)
+            last = keep.sum(1) - 1  # each response's end-of-turn token
+            picked = out.last_hidden_state[torch.arange(len(suffixes), device=last.device), last]
             return self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float()
         finally:
             self.train(was_training)

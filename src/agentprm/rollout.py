@@ -20,12 +20,21 @@ from pathlib import Path
 from lightning.pytorch import LightningModule
 
 from agentprm.backbone import Dtype
+from agentprm.cache import cache_root
 from agentprm.envs.base import BatchEnv, EnvStep
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Step, Trajectory, Turn, read_jsonl, write_jsonl
 from agentprm.sampling import HFSampler, Sample, SamplingMode
 
-__all__ = ["Chooser", "RolloutModule", "expert_demonstrations", "play", "state_of", "write_manifest"]
+__all__ = [
+    "Chooser",
+    "RolloutModule",
+    "expert_demonstrations",
+    "play",
+    "read_shards",
+    "state_of",
+    "write_manifest",
+]
 
 Chooser = Callable[[list[State], list[int]], Sequence[Sample]]
 EXPERT_POLICY_ID = "search-expert"
@@ -146,7 +155,7 @@ def expert_demonstrations(
     name = data.split(":", 1)[1] if data.startswith("builtin:") else data
     games = [g for g in load_set(name) if g.split == split and g.expert_actions]
     key = hashlib.sha256("\n".join(f"{g.game_id}|{g.expert_actions}" for g in games).encode()).hexdigest()
-    base = Path(cache_dir or os.environ.get("AGENTPRM_CACHE", Path.home() / ".cache" / "agentprm"))
+    base = cache_root(cache_dir)
     path = base / "demos" / f"{Path(name).name.split('.')[0]}-{split}-{key[:12]}.jsonl"
     if path.is_file():
         return read_jsonl(path)
@@ -166,6 +175,11 @@ def expert_demonstrations(
 # --------------------------------------------------------------------------------------------
 def _shards(output_dir: Path, index: int) -> list[Path]:
     return sorted(output_dir.glob(f"batch-{index:05d}.rank*.jsonl"))
+
+
+def read_shards(output_dir: str | os.PathLike) -> list[Trajectory]:
+    """Every trajectory of a rollout or evaluation directory's ``batch-*.jsonl`` shards."""
+    return [t for p in sorted(Path(output_dir).glob("batch-*.jsonl")) for t in read_jsonl(p)]
 
 
 class RolloutModule(LightningModule):
@@ -279,7 +293,7 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
 
     from agentprm.records import atomic_write_json
 
-    trajectories = [t for p in sorted(output_dir.glob("batch-*.jsonl")) for t in read_jsonl(p)]
+    trajectories = read_shards(output_dir)
     per_type = Counter(t.task_type for t in trajectories)
     won_type = Counter(t.task_type for t in trajectories if t.won)
     manifest = {

@@ -31,6 +31,7 @@ __all__ = [
     "chat_ids",
     "response_ids",
     "score_continuations",
+    "shared_prefix_forward",
 ]
 
 SamplingMode = Literal["generate", "admissible"]
@@ -226,6 +227,36 @@ def response_ids(tokenizer, renderer: Renderer, state: State, prompt: list[int],
     return suffix[: suffix.index(eos) + 1] if eos in suffix else suffix
 
 
+def shared_prefix_forward(module, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
+    """Run one prompt once and K continuations of it against its KV cache, in one padded batch.
+
+    ``module`` is a causal LM or its decoder trunk: anything taking ``input_ids``, ``attention_mask``,
+    ``past_key_values``, ``position_ids`` and ``use_cache``. Continuations are right-padded; padded
+    positions are masked out and never influence real ones.
+
+    Returns:
+        ``(prefix_out, out, ids, keep)``: the prompt's output (batch 1), the continuations' output
+        (batch K), their ids ``[K, W]`` and the mask of real (non-pad) positions ``[K, W]``.
+    """
+    device = next(module.parameters()).device
+    k, n = len(continuations), len(prompt)
+    prefix_out = module(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True)
+    cache = prefix_out.past_key_values
+    cache.batch_repeat_interleave(k)
+    width = max(map(len, continuations))
+    ids = torch.full((k, width), pad_id, device=device)
+    keep = torch.zeros((k, width), dtype=torch.bool, device=device)
+    for i, c in enumerate(continuations):
+        ids[i, : len(c)] = torch.tensor(list(c), device=device)
+        keep[i, : len(c)] = True
+    mask = torch.cat([torch.ones((k, n), dtype=torch.long, device=device), keep.long()], dim=1)
+    positions = torch.arange(n, n + width, device=device).expand(k, -1)
+    out = module(
+        input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=False
+    )
+    return prefix_out, out, ids, keep
+
+
 def score_continuations(model, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
     """Log-likelihood of each continuation given one shared prompt, the prompt computed once.
 
@@ -238,24 +269,9 @@ def score_continuations(model, prompt: Sequence[int], continuations: Sequence[Se
     Returns:
         A float tensor ``[K]``: Σ_j log p(c_j | prompt, c_<j).
     """
-    device = next(model.parameters()).device
+    prefix_out, out, ids, keep = shared_prefix_forward(model, prompt, continuations, pad_id)
     k = len(continuations)
-    p = torch.tensor([list(prompt)], device=device)
-    out = model(input_ids=p, use_cache=True)
-    first = out.logits[0, -1].float().log_softmax(-1)  # [V]: distribution of each continuation's first token
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(k)
-    width = max(map(len, continuations))
-    ids = torch.full((k, width), pad_id, device=device)
-    keep = torch.zeros((k, width), dtype=torch.bool, device=device)
-    for i, c in enumerate(continuations):
-        ids[i, : len(c)] = torch.tensor(list(c), device=device)
-        keep[i, : len(c)] = True
-    mask = torch.cat([torch.ones((k, p.shape[1]), dtype=torch.long, device=device), keep.long()], dim=1)
-    positions = torch.arange(p.shape[1], p.shape[1] + width, device=device).expand(k, -1)
-    logits = model(
-        input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=False
-    ).logits.float()
-    lp = torch.cat([first.expand(k, 1, -1), logits[:, :-1].log_softmax(-1)], dim=1)  # [K, W, V]
+    first = prefix_out.logits[0, -1].float().log_softmax(-1)  # [V]: each continuation's first token
+    lp = torch.cat([first.expand(k, 1, -1), out.logits.float()[:, :-1].log_softmax(-1)], dim=1)  # [K, W, V]
     token_lp = lp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     return (token_lp * keep).sum(-1)

@@ -22,6 +22,7 @@ from importlib import resources
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from agentprm.cache import cache_root
 from agentprm.envs.games import GameSpec, Size, game_data, generate_game, logic_files
 
 __all__ = ["BUILTIN_SETS", "builtin_root", "generate_set", "load_set", "materialize", "save_set"]
@@ -172,6 +173,6 @@ def builtin_root(name: str = "small", cache_dir: str | os.PathLike | None = None
     digest = hashlib.sha256(_set_path(name).read_bytes())
     for text in logic_files():
         digest.update(text.encode())
-    base = Path(cache_dir or os.environ.get("AGENTPRM_CACHE", Path.home() / ".cache" / "agentprm"))
+    base = cache_root(cache_dir)
     stem = Path(name).name.split(".")[0]
     return materialize(load_set(name), base / "games" / f"{stem}-{digest.hexdigest()[:12]}")
