@@ -30,6 +30,7 @@ stage commands (Lightning CLI; see `agentprm fit --help`):
 other commands:
   games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
   targets    build PRM datasets (MC Q, preference pairs, state values) from rollouts
+  report     plots and a Markdown summary of a run directory     agentprm report runs/<name>
 
 Run `agentprm <command> --help` for the options of a command.
 """
@@ -46,6 +47,8 @@ def main(args: Sequence[str] | None = None) -> int:
         return _games(rest)
     if command == "targets":
         return _targets(rest)
+    if command == "report":
+        return _report(rest)
     if command in _LIGHTNING_VERBS:
         return _lightning(argv if args is not None else None)
     print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")
@@ -180,6 +183,25 @@ def build_targets(rollouts, output, gamma, discount, delta, val_fraction, seed) 
     summary["settings"] = {"gamma": gamma, "discount": discount, "delta": delta, "val_fraction": val_fraction}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="agentprm report",
+        description="Write plots (PNG) and report.md into <run_dir>/report/ from a run directory of "
+        "`agentprm iterate`; prints the path of report.md.",
+    )
+    parser.add_argument("run_dir", help="the run directory, e.g. runs/quickstart")
+    ns = parser.parse_args(argv)
+    from agentprm.report import write_report
+
+    try:
+        path = write_report(ns.run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"agentprm report: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
 
 
 if __name__ == "__main__":
