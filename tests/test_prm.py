@@ -84,3 +84,68 @@ def test_pair_accuracy_counts_same_state_pairs_only():
     # s: (0 over 1) right; t: 0.5 vs 0.4 differ by 0.1 >= δ, but 0.2 < 0.7: wrong; u alone: no pair
     assert pair_accuracy(scores, targets, keys) == 0.5
     assert pair_accuracy(scores, targets, ["a", "b", "c", "d", "e"]) is None
+
+
+def test_inverse_prm_fit_separates_expert_from_learner(tmp_path, scripted_rollouts):
+    """InversePRM: the walkthrough plays are the expert, the detour and the 'inventory' loop the learner.
+
+    a' at the expert's next states is sampled from a real (untrained tiny) policy; the trained Q gives
+    expert transitions a higher implied reward than learner ones on held-out games.
+    """
+    from agentprm.records import read_jsonl, write_jsonl
+
+    played = read_jsonl(scripted_rollouts / "rollouts.jsonl")
+    write_jsonl(tmp_path / "expert.jsonl", [t for t in played if t.policy_id == "p0"])
+    write_jsonl(tmp_path / "learner" / "iter_0.jsonl", [t for t in played if t.policy_id == "p2"])
+    write_jsonl(tmp_path / "learner" / "iter_1.jsonl", [t for t in played if t.policy_id == "p1"])
+    out = tmp_path / "inverse"
+    args = [
+        "fit",
+        "-c",
+        str(ROOT / "configs/prm/inverse.yaml"),
+        f"--trainer.default_root_dir={out}",
+        "--trainer.max_epochs=5",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        f"--data.init_args.rollouts=[{tmp_path / 'learner'}]",
+        f"--data.init_args.expert=[{tmp_path / 'expert.jsonl'}]",
+        "--data.init_args.next_policy=tiny",
+        "--data.init_args.val_fraction=0.25",
+        "--data.init_args.batch_size=8",
+        "--model.init_args.lr=0.003",
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "lightning_logs/version_0/metrics.csv").open()))
+    train = [float(r["prm/loss"]) for r in rows if r.get("prm/loss")]
+    assert sum(train[-3:]) / 3 < 0.8 * sum(train[:3]) / 3, train
+    final = [r for r in rows if r.get("val/loss")][-1]
+    assert float(final["val/acc"]) > 0.6 and float(final["val/reward_gap"]) > 0, final
+    prm = PRMModule.load(str(out / "prm"))
+    assert prm.hparams.loss == "inverse" and prm.hparams.gamma == 0.95
+    assert (out / "prm" / "calibration.json").is_file()
+
+
+def test_inverse_data_needs_expert_and_next_policy():
+    from agentprm.data import PRMDataModule
+
+    with pytest.raises(ValueError, match=r"data.expert .*data.next_policy"):
+        PRMDataModule(rollouts=["x"], loss="inverse")
+    with pytest.raises(ValueError, match="'absolute', 'relative' or 'inverse'"):
+        PRMDataModule(rollouts=["x"], loss="inversed")
+
+
+def test_inverse_collate_and_step_read_next_scores():
+    """Terminal rows carry one sequence, the others two; the implied reward uses the right scores."""
+    prm = PRMModule("tiny", loss="inverse", gamma=0.5)
+    examples = [
+        PRMExample(((1, 2, 3), (4, 5)), 1.0),
+        PRMExample(((6, 7),), 0.0),
+        PRMExample(((8,), (9,)), 0.0),
+    ]
+    batch = collate_prm(examples, prm.tokenizer.pad_token_id)
+    assert batch["num_sequences"].tolist() == [2, 1, 2]
+    scores = torch.tensor([2.0, 1.0, -3.0, 0.5, 4.0])
+    _, _, probs, labels = prm._inverse_step(scores, batch)
+    # r̂ = [2 − 0.5·1, −3 (terminal), 0.5 − 0.5·4]
+    torch.testing.assert_close(probs, torch.sigmoid(torch.tensor([1.5, -3.0, -1.5])))
+    assert labels.tolist() == [1.0, 0.0, 0.0]

@@ -300,7 +300,8 @@ def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.
     """Right-padded batch of every sequence (pairs flattened as chosen, rejected, …).
 
     Returns ``input_ids``, ``attention_mask``, ``score_index`` (each sequence's last token: the
-    end of the assistant turn) and ``target`` (one per example).
+    end of the assistant turn), ``target`` and ``num_sequences`` (one per example: 1 for absolute
+    and terminal InversePRM rows, 2 for pairs and (s, a), (s', a') transitions).
     """
     seqs = [s for e in examples for s in e.sequences]
     width = max(map(len, seqs))
@@ -314,24 +315,40 @@ def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.
         "attention_mask": mask,
         "score_index": torch.tensor([len(s) - 1 for s in seqs]),
         "target": torch.tensor([e.target for e in examples], dtype=torch.float32),
+        "num_sequences": torch.tensor([len(e.sequences) for e in examples]),
         "state_key": [e.state_key for e in examples],
     }
 
 
 class PRMDataModule(LightningDataModule):
-    """Rollouts → PRM training data, split by game; targets are built in ``setup()``.
+    """Rollouts (and, for InversePRM, expert demonstrations) → PRM training data, split by game.
+
+    Targets are built in ``setup()`` with the PRM's own tokenizer and renderer:
+
+    - ``absolute``: one row per (state, response) with its Monte-Carlo Q̂ (soft-BCE target);
+    - ``relative``: preference pairs between commands at the same state (Bradley–Terry);
+    - ``inverse``: InversePRM transitions (s, a, s', a'): expert demonstrations are the positives
+      (label 1), the learner ``rollouts`` the negatives (label 0); at each expert next state s' the
+      next action a' is sampled from ``next_policy`` (π_{i−1}), learners keep their logged a'.
 
     Args:
-        rollouts: Directories (or files) of Trajectory JSONL, e.g. ``runs/x/rollouts/iter_0``.
-        loss: ``absolute`` (one row per (state, response) with its Monte-Carlo Q̂) or ``relative``
-            (preference pairs between commands at the same state).
-        gamma: Discount of the Monte-Carlo targets (paper: 0.95).
+        rollouts: Directories (or files) of Trajectory JSONL, e.g. ``runs/x/rollouts/iter_0``. For
+            ``inverse`` these are the learner (negative) trajectories, e.g. every past policy's.
+        loss: ``absolute``, ``relative`` or ``inverse``.
+        gamma: Discount of the Monte-Carlo targets (paper: 0.95); not used by ``inverse`` (the
+            module's ``gamma`` enters its loss).
         discount: ``to_go`` (the paper's γ^(T−1−t)·r) or ``from_start`` (the reference code's).
         delta: Preference margin, in units of Q̂ ∈ [0, 1].
+        expert: ``inverse`` only: the positives, as JSONL files/directories of won Trajectory
+            records, or ``builtin:<set>`` for the built-in search expert on that set's train split.
+        next_policy: ``inverse`` only: the policy directory a' ~ π(·|s') is sampled from.
+        next_mode: How a' is sampled: ``admissible`` or ``generate``.
+        next_temperature: Sampling temperature of a'.
+        balance: ``inverse`` only: subsample whole trajectories so both sides keep as many.
         val_fraction: Share of games held out for validation.
-        batch_size: Examples per batch (a pair counts once).
+        batch_size: Examples per batch (a pair or a transition counts once).
         max_length: Longest sequence in tokens; longer ones are skipped and counted.
-        seed: Seed of the game split.
+        seed: Seed of the game split, the balancing and the a' sampler.
     """
 
     def __init__(
@@ -341,55 +358,118 @@ class PRMDataModule(LightningDataModule):
         gamma: float = 0.95,
         discount: str = "to_go",
         delta: float = 0.015,
+        expert: list[str] | None = None,
+        next_policy: str | None = None,
+        next_mode: str = "admissible",
+        next_temperature: float = 1.0,
+        balance: bool = True,
         val_fraction: float = 0.15,
         batch_size: int = 16,
         max_length: int = 1024,
         seed: int = 42,
     ) -> None:
         super().__init__()
+        if loss not in ("absolute", "relative", "inverse"):
+            raise ValueError(f"data.loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
+        if loss == "inverse" and (not expert or not next_policy):
+            raise ValueError(
+                "data.loss=inverse needs data.expert (demonstrations, e.g. [builtin:small]) and "
+                "data.next_policy (the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
+            )
         self.save_hyperparameters()
         self.train_set: list[PRMExample] = []
         self.val_set: list[PRMExample] = []
         self.skipped_too_long = 0
 
-    def _examples(self, trajectories: Sequence[Trajectory], encode) -> list[PRMExample]:
+    def _rows(self, trajectories: Sequence[Trajectory], experts: Sequence[Trajectory], renderer) -> list:
+        """(state, responses, target, game) rows; each response is paired with its own state."""
         from agentprm import targets
 
         h = self.hparams
+        if h.loss == "inverse":
+            transitions = targets.inverse_transitions(
+                experts, trajectories, self._next_sampler(renderer), balance=h.balance, seed=h.seed
+            )
+            return [
+                (
+                    ((t.state, t.response),)
+                    if t.terminal
+                    else ((t.state, t.response), (t.next_state, t.next_response)),
+                    t.label,
+                    t.game_id,
+                    t.state.key(),
+                )
+                for t in transitions
+            ]
         q = targets.mc_q_targets(trajectories, h.gamma, h.discount)
-        out: list[PRMExample] = []
         if h.loss == "absolute":
-            rows = [(t.state, (r,), t.q, t.game_ids[0]) for t in q for r in t.responses]
-        else:
-            pairs = targets.preference_pairs(q, h.delta)
-            rows = [(p.state, (p.chosen, p.rejected), 1.0, p.game_ids[0]) for p in pairs]
-        for state, responses, value, game in rows:
-            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for x in responses))
-            if max(map(len, seqs)) > h.max_length:
+            return [(((t.state, r),), t.q, t.game_ids[0], t.state.key()) for t in q for r in t.responses]
+        pairs = targets.preference_pairs(q, h.delta)
+        return [
+            (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key()) for p in pairs
+        ]
+
+    def _next_sampler(self, renderer):
+        """a' ~ π(·|s') for a list of states: one sampled response each (seeded)."""
+        from agentprm.backbone import load_causal_lm, load_tokenizer
+        from agentprm.sampling import HFSampler
+
+        h = self.hparams
+        policy = HFSampler(
+            load_causal_lm(h.next_policy),
+            load_tokenizer(h.next_policy),
+            renderer,
+            h.next_mode,
+            h.next_temperature,
+            seed=h.seed,
+        )
+        return lambda states: [s[0].text for s in policy.sample(states, 1)]
+
+    def _examples(self, rows, encode) -> list[PRMExample]:
+        out: list[PRMExample] = []
+        for pairs, value, game, key in rows:
+            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for state, x in pairs))
+            if max(map(len, seqs)) > self.hparams.max_length:
                 self.skipped_too_long += 1
                 continue
-            out.append(PRMExample(seqs, value, game, state.key()))
+            out.append(PRMExample(seqs, value, game, key))
         return out
+
+    def _experts(self) -> list[Trajectory]:
+        from agentprm.rollout import expert_demonstrations
+
+        found: list[Trajectory] = []
+        for source in self.hparams.expert or []:
+            if source.startswith("builtin:"):
+                found += expert_demonstrations(source, "train")
+            else:
+                found += read_trajectories([source])
+        return found
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set:
             return
-        from agentprm.targets import split_by_game
+        from agentprm.targets import split_games
 
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is None or not hasattr(module, "encode"):
             raise ValueError("PRMDataModule is used with a PRMModule, whose tokenizer and renderer it uses")
-        train, val = split_by_game(
-            read_trajectories(self.hparams.rollouts), self.hparams.val_fraction, self.hparams.seed
-        )
-        self.train_set = self._examples(train, module.encode)
-        self.val_set = self._examples(val, module.encode)
+        h = self.hparams
+        learners = read_trajectories(h.rollouts)
+        experts = self._experts() if h.loss == "inverse" else []
+        # One split over every game, so a game's demonstrations and rollouts land on the same side.
+        _, val_games = split_games([t.game_id for t in [*learners, *experts]], h.val_fraction, h.seed)
+        held = set(val_games)
+        train = [t for t in learners if t.game_id not in held]
+        val = [t for t in learners if t.game_id in held]
+        experts_train = [t for t in experts if t.game_id not in held]
+        experts_val = [t for t in experts if t.game_id in held]
+        self.train_set = self._examples(self._rows(train, experts_train, module.renderer), module.encode)
+        self.val_set = self._examples(self._rows(val, experts_val, module.renderer), module.encode)
         self.pad_id = module.tokenizer.pad_token_id
         if not self.train_set:
-            raise ValueError(f"no {self.hparams.loss} PRM examples in {self.hparams.rollouts}")
-        log.info(
-            "PRM (%s): %d train / %d val examples", self.hparams.loss, len(self.train_set), len(self.val_set)
-        )
+            raise ValueError(f"no {h.loss} PRM examples in {h.rollouts}")
+        log.info("PRM (%s): %d train / %d val examples", h.loss, len(self.train_set), len(self.val_set))
 
     def _loader(self, data: list[PRMExample], shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -2,7 +2,9 @@
 
 The PRM scores a (state, full response) pair rendered as a two-message conversation with the one
 renderer; σ(score) estimates Q(s, a) ∈ [0, 1]. Losses (``absolute`` soft BCE on Monte-Carlo
-targets, ``relative`` Bradley–Terry on preference pairs) come from :mod:`agentprm.losses`.
+targets, ``relative`` Bradley–Terry on preference pairs, ``inverse`` the InversePRM loss on the
+implied reward Q(s, a) − γ·Q(s', a') of expert and learner transitions) come from
+:mod:`agentprm.losses`.
 
 :meth:`PRMModule.score` scores N candidate responses of one state with the state computed once:
 the prompt runs through the trunk a single time and its KV cache is shared by every candidate.
@@ -27,7 +29,8 @@ from agentprm.sampling import chat_ids, response_ids, shared_prefix_forward
 
 __all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
 
-PRMLoss = Literal["absolute", "relative"]
+PRMLoss = Literal["absolute", "relative", "inverse"]
+InverseObjective = Literal["logistic", "linear"]
 
 
 def calibration(probs: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> tuple[float, list[dict]]:
@@ -76,7 +79,12 @@ class PRMModule(LightningModule):
         dtype: Weight dtype.
         lora: LoRA settings for the trunk (the head is always trained); None trains every weight.
         gradient_checkpointing: Recompute activations in the backward pass.
-        loss: ``absolute`` (soft BCE on MC targets) or ``relative`` (Bradley–Terry on pairs).
+        loss: ``absolute`` (soft BCE on MC targets), ``relative`` (Bradley–Terry on pairs) or
+            ``inverse`` (InversePRM: expert vs learner transitions, no outcome reward).
+        gamma: ``inverse``: discount γ of the implied reward Q(s, a) − γ·Q(s', a') (paper: 0.95).
+        inverse_objective: ``inverse``: ``logistic`` (BCE of the implied reward against the expert
+            label; bounded, the default) or ``linear`` (the paper's Eq. 9; unbounded, needs weight
+            decay or early stopping).
         head_init_std: Standard deviation of the head's initial weights (scores start near 0).
         lr: Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.
         weight_decay: AdamW weight decay.
@@ -95,6 +103,8 @@ class PRMModule(LightningModule):
         lora: LoraSettings | None = None,
         gradient_checkpointing: bool = False,
         loss: PRMLoss = "absolute",
+        gamma: float = 0.95,
+        inverse_objective: InverseObjective = "logistic",
         head_init_std: float = 1e-3,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -105,8 +115,10 @@ class PRMModule(LightningModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if loss not in ("absolute", "relative"):
-            raise ValueError(f"loss must be 'absolute' or 'relative', found {loss!r}")
+        if loss not in ("absolute", "relative", "inverse"):
+            raise ValueError(f"loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
+        if inverse_objective not in ("logistic", "linear"):
+            raise ValueError(f"inverse_objective must be 'logistic' or 'linear', found {inverse_objective!r}")
         self.save_hyperparameters()
         self.lm = load_causal_lm(model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing)
         self.tokenizer = load_tokenizer(model)
@@ -116,7 +128,8 @@ class PRMModule(LightningModule):
         torch.nn.init.normal_(self.head.weight, std=head_init_std)
         torch.nn.init.zeros_(self.head.bias)
         self.lm.train()
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
+        self.calibration_table: dict | None = None
 
     @property
     def trunk(self):
@@ -178,12 +191,36 @@ class PRMModule(LightningModule):
             loss = losses.soft_bce(scores, target, batch.get("weight"))
             acc = ((scores > 0) == (target > 0.5)).float().mean()
             return loss, {"prm/loss": loss, "prm/acc": acc}, torch.sigmoid(scores), target
+        if self.hparams.loss == "inverse":
+            return self._inverse_step(scores, batch)
         chosen, rejected = scores[0::2], scores[1::2]
         loss = losses.bradley_terry(chosen, rejected)
         pair_acc = (chosen > rejected).float().mean()
         probs = torch.sigmoid(torch.stack([chosen, rejected], 1)).flatten()
         labels = torch.tensor([1.0, 0.0], device=scores.device).repeat(len(chosen))
         return loss, {"prm/loss": loss, "prm/pair_acc": pair_acc}, probs, labels
+
+    def _inverse_step(self, scores: torch.Tensor, batch):
+        """Implied reward r̂ = Q(s, a) − γ·Q(s', a') (Q(s, a) at terminals) against the expert label."""
+        counts = batch["num_sequences"].to(scores.device)
+        first = torch.cumsum(counts, 0) - counts
+        terminal = counts == 1
+        q_sa = scores[first]
+        q_next = torch.where(terminal, torch.zeros_like(q_sa), scores[(first + 1).clamp_max(len(scores) - 1)])
+        labels = batch["target"].float()
+        objective = (
+            losses.inverse_prm_logistic
+            if self.hparams.inverse_objective == "logistic"
+            else losses.inverse_prm_linear
+        )
+        loss = objective(q_sa, q_next, labels, terminal, self.hparams.gamma)
+        r_hat = losses.implied_reward(q_sa, q_next, terminal, self.hparams.gamma)
+        acc = ((r_hat > 0) == (labels > 0.5)).float().mean()
+        expert = labels > 0.5
+        metrics = {"prm/loss": loss, "prm/acc": acc}
+        if expert.any() and (~expert).any():
+            metrics["prm/reward_gap"] = r_hat[expert].mean() - r_hat[~expert].mean()
+        return loss, metrics, torch.sigmoid(r_hat), labels
 
     def training_step(self, batch, batch_idx):
         loss, metrics, _, _ = self._step(batch)
@@ -210,7 +247,8 @@ class PRMModule(LightningModule):
         targets = torch.cat([t for _, t, _ in self._val])
         keys = [k for _, _, ks in self._val for k in ks]
         self._val.clear()
-        ece, _ = calibration(probs, targets)
+        ece, table = calibration(probs, targets)
+        self.calibration_table = {"ece": ece, "bins": table, "loss": self.hparams.loss}
         self.log("val/ece", ece)
         if self.hparams.loss == "absolute":
             acc = pair_accuracy(probs, targets, keys)
@@ -231,10 +269,14 @@ class PRMModule(LightningModule):
         from agentprm.records import atomic_write_json
 
         head = {"weight": self.head.weight.detach().cpu(), "bias": self.head.bias.detach().cpu()}
-        settings = {k: self.hparams[k] for k in ("template", "history_window", "response_format", "loss")}
+        keys = ("template", "history_window", "response_format", "loss", "gamma", "inverse_objective")
+        settings = {k: self.hparams[k] for k in keys}
+        table = self.calibration_table
 
         def head_and_settings(folder: Path) -> None:
             torch.save(head, folder / "head.pt")
             atomic_write_json(folder / "prm.json", settings)
+            if table is not None:  # the last validation's reliability bins (agentprm report plots them)
+                atomic_write_json(folder / "calibration.json", table)
 
         save_hf(self.lm, self.tokenizer, out, extra=head_and_settings)
