@@ -1,0 +1,67 @@
+"""What the callbacks share: when to run, where to write, how to log outside ``self.log``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer
+
+
+class Periodic:
+    """Runs ``measure`` at the start of training, every ``every_n_steps`` optimiser steps and at the end.
+
+    Subclasses implement ``measure(trainer, pl_module)``; the step of the last run is remembered
+    so a step is never measured twice (e.g. the last step and the end of training).
+    """
+
+    def __init__(self, every_n_steps: int) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, found {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self._last_step: int | None = None
+
+    def _maybe(self, trainer: Trainer, pl_module, force: bool = False) -> None:
+        step = trainer.global_step
+        if step == self._last_step or trainer.sanity_checking:
+            return
+        if force or step % self.every_n_steps == 0:
+            self._last_step = step
+            self.measure(trainer, pl_module)
+
+    def measure(self, trainer: Trainer, pl_module) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._maybe(trainer, pl_module, force=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._maybe(trainer, pl_module, force=True)
+
+
+def log_metrics(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Send metrics to every logger at the current step (any hook, rank 0) and expose them to
+    the other callbacks through ``trainer.callback_metrics``."""
+    for key, value in metrics.items():
+        trainer.callback_metrics[key] = torch.tensor(float(value))
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The directory a callback writes its files to: the logger's version directory, else the root."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def require(pl_module, *names: str, who: str) -> None:
+    """Fail with a clear message when the module lacks what the callback uses."""
+    missing = [n for n in names if not hasattr(pl_module, n)]
+    if missing:
+        raise TypeError(
+            f"{who} needs a LightningModule with {', '.join(missing)} (e.g. agentprm.dpo.OnlineDPOModule); "
+            f"{type(pl_module).__name__} has none"
+        )

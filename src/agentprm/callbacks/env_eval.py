@@ -1,0 +1,95 @@
+"""EnvEvalCallback: the policy's success rate on held-out games while it trains."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from agentprm.callbacks.base import Periodic, log_metrics, require, run_dir
+from agentprm.envs.base import TASK_TYPES
+
+
+class EnvEvalCallback(Periodic, Callback):
+    """Plays the current policy on held-out games every ``every_n_steps`` optimiser steps.
+
+    Logs ``eval/success_rate``, ``eval/mean_actions`` and ``eval/success_rate/<task type>``, and
+    appends one row per evaluation to ``<log dir>/env_eval.jsonl``. Games are split across ranks
+    and the counts summed, so every rank does 1/world of the work. It also runs before the first
+    step (the starting policy) and after the last.
+
+    Args:
+        data: The game set (``builtin:small``, a data root).
+        split: Held-out split, e.g. ``valid_unseen``.
+        max_games: Games played, spread over the split's sorted ids (every task type kept).
+        max_steps: Action budget per game.
+        every_n_steps: Evaluation period in optimiser steps.
+        greedy: Play the most likely action (else sample at the module's temperature).
+        seed: Sampling seed when not greedy.
+    """
+
+    def __init__(
+        self,
+        data: str = "builtin:small",
+        split: str = "valid_unseen",
+        max_games: int | None = 24,
+        max_steps: int = 20,
+        every_n_steps: int = 10,
+        greedy: bool = True,
+        seed: int = 0,
+    ) -> None:
+        Periodic.__init__(self, every_n_steps)
+        self.data, self.split, self.max_games, self.max_steps = data, split, max_games, max_steps
+        self.greedy, self.seed = greedy, seed
+        self.history: list[dict] = []
+        self._env = None
+
+    def _games(self) -> list[str]:
+        from agentprm.data import spread
+        from agentprm.envs.alfworld import AlfWorldEnv
+
+        if self._env is None:
+            self._env = AlfWorldEnv(self.data, max_steps=self.max_steps)
+        return spread(sorted(self._env.game_ids(self.split)), self.max_games)
+
+    def measure(self, trainer: Trainer, pl_module) -> None:
+        from agentprm.rollout import play
+
+        require(pl_module, "sampler", who="EnvEvalCallback")
+        games = self._games()[trainer.global_rank :: trainer.world_size]
+        sampler = pl_module.sampler(self.seed)
+        greedy = self.greedy
+
+        def choose(states, slots):
+            return [s[0] for s in sampler.sample(states, 1, greedy=greedy)]
+
+        counts = torch.zeros(len(TASK_TYPES) + 1, 3)  # won, played, actions per task type (+ other)
+        if games:
+            for traj in play(self._env, games, choose, policy_id=f"step-{trainer.global_step}"):
+                row = TASK_TYPES.index(traj.task_type) if traj.task_type in TASK_TYPES else len(TASK_TYPES)
+                counts[row] += torch.tensor([float(traj.won), 1.0, float(traj.num_actions)])
+        counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
+        won, played, actions = counts.sum(0).tolist()
+        metrics = {"eval/success_rate": won / max(played, 1), "eval/mean_actions": actions / max(played, 1)}
+        for task, (w, n, _) in zip((*TASK_TYPES, "other"), counts.tolist(), strict=True):
+            if n:
+                metrics[f"eval/success_rate/{task}"] = w / n
+        log_metrics(trainer, metrics)
+        row = {"step": trainer.global_step, "games": int(played), **metrics}
+        self.history.append(row)
+        if trainer.is_global_zero:
+            path = run_dir(trainer) / "env_eval.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            rank_zero_info(
+                f"[env eval] step {trainer.global_step}: success {metrics['eval/success_rate']:.3f} "
+                f"on {int(played)} {self.split} games"
+            )
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None

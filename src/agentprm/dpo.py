@@ -1,0 +1,411 @@
+"""Online DPO against a frozen PRM: the policy update of AgentPRM and InversePRM (paper Eq. 10).
+
+Every training step takes a batch of states, samples k ≥ 2 responses per state from the current
+policy, scores them with the frozen PRM (each state computed once for its k responses), keeps the
+highest- and lowest-scored as the chosen/rejected pair (ties and gaps under ``margin`` dropped) and
+takes a DPO step against the reference π_{i−1}. The prompt of a pair runs through the policy once,
+chosen and rejected continue from its KV cache.
+
+The reference costs no second copy with LoRA: it is the same weights with the adapters disabled.
+With full fine-tuning a frozen copy is kept outside the trained module (not in the optimiser, the
+gradient all-reduce or the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+
+from agentprm import losses
+from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.optim import adamw_warmup_cosine
+from agentprm.prompts import Renderer, ResponseFormat
+from agentprm.records import State, Trajectory
+from agentprm.sampling import HFSampler, Sample, SamplingMode, chat_ids, response_ids, shared_prefix_forward
+
+__all__ = ["OnlineDPOModule", "PolicyDataModule", "ScoredState", "policy_states", "sequence_logps_shared"]
+
+Reference = Literal["auto", "adapters", "copy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredState:
+    """k policy samples at one state with their PRM scores and the pair chosen from them.
+
+    Attributes:
+        state: The state.
+        samples: The k samples.
+        scores: The PRM score (logit) of each sample, after the non-stop penalty.
+        chosen: Index of the chosen (highest-scored) sample, None when the state gives no pair.
+        rejected: Index of the rejected (lowest-scored) sample, None when the state gives no pair.
+    """
+
+    state: State
+    samples: tuple[Sample, ...]
+    scores: tuple[float, ...]
+    chosen: int | None
+    rejected: int | None
+
+    def to_row(self) -> dict:
+        """A JSON-ready row: the state, each response with its score, the pair."""
+        return {
+            "game_id": self.state.game_id,
+            "turn": self.state.turn,
+            "task": self.state.task,
+            "observation": self.state.observation,
+            "responses": [s.text for s in self.samples],
+            "scores": list(self.scores),
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+        }
+
+
+def sequence_logps_shared(model, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
+    """Σ log π(c | prompt) of each continuation, the prompt run once (KV cache), differentiable.
+
+    Returns ``(logps [K], token_logps [K, W], keep [K, W])``.
+    """
+    prefix_out, out, ids, keep = shared_prefix_forward(model, prompt, continuations, pad_id)
+    k = len(continuations)
+    first = prefix_out.logits[:, -1:].float().expand(k, -1, -1)  # predicts each continuation's first token
+    logits = torch.cat([first, out.logits[:, :-1].float()], dim=1)
+    token_lp = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * keep
+    return token_lp.sum(-1), token_lp, keep
+
+
+class OnlineDPOModule(LightningModule):
+    """Online DPO of a policy against a frozen PRM.
+
+    Args:
+        model: The policy to improve, π_{i−1} (a Hugging Face directory; ``tiny`` for the untrained
+            tiny model). It is also the reference.
+        prm: The frozen PRM directory written by ``agentprm fit -c configs/prm/…``.
+        dtype: Weight dtype of policy and reference.
+        lora: LoRA settings; with LoRA the reference is the policy with its adapters disabled.
+        reference: ``auto`` (adapters with LoRA, else a frozen copy), ``adapters`` or ``copy``.
+        beta: DPO β (paper: 0.03).
+        label_smoothing: Conservative-DPO ε (0: the standard loss).
+        samples_per_state: k responses sampled per state (≥ 2).
+        mode: How the policy samples: ``admissible`` (over the admissible commands) or ``generate``.
+        temperature: Sampling temperature.
+        top_p: Nucleus threshold (``generate``).
+        max_new_tokens: Response-length cap (``generate``).
+        non_stop_penalty: Score given to a response that never produced its end-of-turn token
+            (``generate``; None keeps the PRM's score). The reference code uses −1.0.
+        margin: Minimum PRM-score gap between chosen and rejected; smaller gaps (ties included)
+            give no pair.
+        lr: Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Warm-up steps.
+        template: Prompt template of the policy.
+        history_window: Turns of history kept in full.
+        response_format: ``action`` or ``reason_action``.
+        output_dir: Where the improved policy is written at the end of fitting (None:
+            ``<trainer.default_root_dir>/policy``), LoRA merged into the weights.
+        seed: Base seed of the sampler (step s on rank r samples with a seed of (seed, s, r)).
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        prm: str = "runs/quickstart/prm/absolute/prm",
+        dtype: Dtype = "float32",
+        lora: LoraSettings | None = None,
+        reference: Reference = "auto",
+        beta: float = 0.03,
+        label_smoothing: float = 0.0,
+        samples_per_state: int = 4,
+        mode: SamplingMode = "admissible",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        non_stop_penalty: float | None = None,
+        margin: float = 0.0,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        template: str = "compact",
+        history_window: int | None = 1,
+        response_format: ResponseFormat = "action",
+        output_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if samples_per_state < 2:
+            raise ValueError(
+                f"samples_per_state must be >= 2 (a pair needs two samples), found {samples_per_state}"
+            )
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, found {beta}")
+        if reference not in ("auto", "adapters", "copy"):
+            raise ValueError(f"reference must be 'auto', 'adapters' or 'copy', found {reference!r}")
+        if reference == "adapters" and lora is None:
+            raise ValueError("reference='adapters' needs LoRA (model.init_args.lora); use 'copy' or 'auto'")
+        self.save_hyperparameters()
+        self.model = load_causal_lm(model, dtype=dtype, lora=lora)
+        self.tokenizer = load_tokenizer(model)
+        self.renderer = Renderer(template, history_window, response_format)
+        self.uses_adapters = lora is not None and reference in ("auto", "adapters")
+        # Frozen parts live outside the module tree: no optimiser state, no DDP buckets, no checkpoint.
+        self._frozen: dict[str, torch.nn.Module] = {}
+        if not self.uses_adapters:
+            ref = copy.deepcopy(self.model).eval()
+            ref.requires_grad_(False)
+            self._frozen["reference"] = ref
+        self._prm_path = prm
+
+    # -- frozen parts -------------------------------------------------------------------------
+    @property
+    def prm(self):
+        """The frozen PRM (loaded on first use, on this module's device)."""
+        if "prm" not in self._frozen:
+            from agentprm.prm import PRMModule
+
+            prm = PRMModule.load(self._prm_path)
+            prm.requires_grad_(False)
+            self._frozen["prm"] = prm.to(self.device)
+        return self._frozen["prm"]
+
+    @property
+    def reference_model(self) -> torch.nn.Module | None:
+        """The frozen reference copy (None with LoRA: the adapters are disabled instead)."""
+        return self._frozen.get("reference")
+
+    def reference_context(self) -> AbstractContextManager:
+        """Context in which ``self.model`` computes the reference (adapters off), else a no-op."""
+        return self.model.disable_adapter() if self.uses_adapters else nullcontext()
+
+    def on_fit_start(self) -> None:
+        for part in self._frozen.values():
+            part.to(self.device)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        return batch  # a list of States: text, nothing to move
+
+    # -- sampling and scoring -----------------------------------------------------------------
+    def sampler(self, seed: int) -> HFSampler:
+        """A sampler over the current policy weights."""
+        h = self.hparams
+        return HFSampler(
+            self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
+        )
+
+    def _finished(self, sample: Sample) -> bool:
+        return bool(sample.token_ids) and sample.token_ids[-1] == self.tokenizer.eos_token_id
+
+    @torch.no_grad()
+    def score_states(self, states: Sequence[State], seed: int) -> list[ScoredState]:
+        """k samples per state from the current policy, scored by the PRM, with the pair picked."""
+        h = self.hparams
+        drawn = self.sampler(seed).sample(list(states), h.samples_per_state)
+        out = []
+        for state, samples in zip(states, drawn, strict=True):
+            scores = self.prm.score(state, [s.text for s in samples]).tolist()
+            if h.non_stop_penalty is not None and h.mode == "generate":
+                done = [self._finished(s) for s in samples]
+                scores = [v if ok else h.non_stop_penalty for v, ok in zip(scores, done, strict=True)]
+            best = max(range(len(scores)), key=scores.__getitem__)
+            worst = min(range(len(scores)), key=scores.__getitem__)
+            pair = scores[best] - scores[worst] > h.margin
+            out.append(
+                ScoredState(
+                    state, tuple(samples), tuple(scores), best if pair else None, worst if pair else None
+                )
+            )
+        return out
+
+    def _step_seed(self) -> int:
+        return (self.hparams.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
+
+    # -- training -----------------------------------------------------------------------------
+    def _pair_logps(self, model, state: State, scored: ScoredState) -> torch.Tensor:
+        """[2] log π(chosen), log π(rejected) with the prompt computed once."""
+        prompt = chat_ids(self.tokenizer, self.renderer, state)
+        texts = (scored.samples[scored.chosen].text, scored.samples[scored.rejected].text)
+        suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, t) for t in texts]
+        logps, _, _ = sequence_logps_shared(model, prompt, suffixes, self.tokenizer.pad_token_id)
+        return logps
+
+    def training_step(self, batch: list[State], batch_idx: int):
+        scored = self.score_states(batch, self._step_seed())
+        pairs = [s for s in scored if s.chosen is not None]
+        size = len(batch)
+        all_scores = torch.tensor([v for s in scored for v in s.scores])
+        self.log("dpo/prm_score", all_scores.mean(), prog_bar=True, batch_size=size)
+        self.log("dpo/pair_fraction", len(pairs) / max(1, size), batch_size=size)
+        if not pairs:
+            # Every state tied: a zero loss that still touches every trainable weight, so that
+            # all ranks take part in the gradient all-reduce.
+            return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+        policy = torch.stack([self._pair_logps(self.model, s.state, s) for s in pairs])
+        with torch.no_grad(), self.reference_context():
+            ref_model = self.model if self.reference_model is None else self.reference_model
+            ref = torch.stack([self._pair_logps(ref_model, s.state, s) for s in pairs])
+        h = self.hparams
+        out = losses.dpo(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], h.beta, h.label_smoothing)
+        gap = torch.tensor([s.scores[s.chosen] - s.scores[s.rejected] for s in pairs])
+        n = len(pairs)
+        self.log_dict(
+            {
+                "dpo/loss": out.loss,
+                "dpo/margin": out.margins.mean(),
+                "dpo/chosen_reward": out.chosen_rewards.mean(),
+                "dpo/rejected_reward": out.rejected_rewards.mean(),
+                "dpo/accuracy": out.accuracy,
+                "dpo/prm_gap": gap.mean(),
+                "dpo/kl": losses.kl_estimate(policy.detach().flatten(), ref.flatten()),
+            },
+            batch_size=n,
+        )
+        return out.loss
+
+    def validation_step(self, batch: list[State], batch_idx: int):
+        """Mean PRM score of the policy's samples on held-out states (the reward-hacking signal)."""
+        scored = self.score_states(batch, seed=self.hparams.seed * 7919 + batch_idx)
+        scores = torch.tensor([v for s in scored for v in s.scores])
+        self.log("val/prm_score", scores.mean(), batch_size=len(batch), sync_dist=True)
+        self.log(
+            "val/prm_best",
+            torch.tensor([max(s.scores) for s in scored]).mean(),
+            batch_size=len(batch),
+            sync_dist=True,
+        )
+
+    def configure_optimizers(self):
+        h = self.hparams
+        total = int(self.trainer.estimated_stepping_batches)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
+
+    def on_fit_end(self) -> None:
+        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy"))
+
+    @rank_zero_only
+    def _save(self, out: str) -> None:
+        from agentprm.policy import save_hf
+
+        save_hf(self.model, self.tokenizer, out, merge_lora=True)
+
+
+# --------------------------------------------------------------------------------------------
+# States to improve the policy on
+# --------------------------------------------------------------------------------------------
+def policy_states(trajectories: Sequence[Trajectory], dedupe: bool = True) -> list[State]:
+    """Every state visited by the trajectories (broken episodes skipped), first visit kept."""
+    seen: set[str] = set()
+    out: list[State] = []
+    for traj in trajectories:
+        if traj.failure is not None:
+            continue
+        for state in traj.states():
+            key = state.key()
+            if dedupe and key in seen:
+                continue
+            seen.add(key)
+            out.append(state)
+    return out
+
+
+class PolicyDataModule(LightningDataModule):
+    """Batches of states (lists of :class:`~agentprm.records.State`) for online DPO, split by game.
+
+    States come from the current iteration's rollouts (s ~ the logged distribution, the paper's
+    Eq. 3) and, optionally, from fresh environment resets of the training games.
+
+    Args:
+        rollouts: Directories (or files) of Trajectory JSONL.
+        resets: A game set (``builtin:small``, a data root) whose training games' initial states are
+            added; None adds none.
+        reset_split: Split of ``resets``.
+        max_resets: Games reset, spread over the split (None: all; each reset loads a game, ~0.4 s).
+        states_per_epoch: Train states drawn (without replacement, seeded per epoch) each epoch;
+            None uses all of them every epoch.
+        refresh: Re-read ``rollouts`` whenever the train loader is rebuilt (set the trainer's
+            ``reload_dataloaders_every_n_epochs: 1`` to rebuild it every epoch), e.g. while another
+            process appends rollouts.
+        val_fraction: Share of games whose states are held out (validation: PRM score on held-out
+            states).
+        max_val_states: Cap on held-out states (spread evenly over them).
+        batch_size: States per batch (each gives at most one preference pair).
+        seed: Seed of the split and the per-epoch draws.
+    """
+
+    def __init__(
+        self,
+        rollouts: list[str],
+        resets: str | None = None,
+        reset_split: str = "train",
+        max_resets: int | None = 64,
+        states_per_epoch: int | None = None,
+        refresh: bool = False,
+        val_fraction: float = 0.1,
+        max_val_states: int | None = 64,
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_states: list[State] = []
+        self.val_states: list[State] = []
+        self._loads = 0
+
+    def _load(self) -> None:
+        from agentprm.data import read_trajectories, spread
+        from agentprm.targets import split_games
+
+        h = self.hparams
+        trajectories = read_trajectories(h.rollouts)
+        states = policy_states(trajectories)
+        if h.resets:
+            states += self._reset_states()
+        _, val_games = split_games([s.game_id for s in states], h.val_fraction, h.seed)
+        held = set(val_games)
+        self.train_states = [s for s in states if s.game_id not in held]
+        self.val_states = spread([s for s in states if s.game_id in held], h.max_val_states)
+        if not self.train_states:
+            raise ValueError(f"no states to train on in {h.rollouts} (after holding out {len(held)} games)")
+
+    def _reset_states(self) -> list[State]:
+        from agentprm.data import spread
+        from agentprm.envs.alfworld import AlfWorldEnv
+        from agentprm.rollout import state_of
+
+        h = self.hparams
+        env = AlfWorldEnv(h.resets, max_steps=1)
+        try:
+            games = spread(sorted(env.game_ids(h.reset_split)), h.max_resets)
+            return [state_of(step, ()) for step in env.reset(games)]
+        finally:
+            env.close()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_states:
+            self._load()
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        h = self.hparams
+        if h.refresh and self._loads:
+            self._load()
+        self._loads += 1
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        generator = torch.Generator().manual_seed(h.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_states), generator=generator).tolist()
+        if h.states_per_epoch is not None:
+            order = order[: h.states_per_epoch]
+        states = [self.train_states[i] for i in order]
+        return DataLoader(states, batch_size=h.batch_size, shuffle=False, collate_fn=list)
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.val_states, batch_size=self.hparams.batch_size, shuffle=False, collate_fn=list)
