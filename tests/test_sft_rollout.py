@@ -227,3 +227,13 @@ def test_lora_sft_writes_a_merged_policy_that_loads_without_peft(tmp_path):
     assert not torch.allclose(q_merged, base.model.layers[0].self_attn.q_proj.weight)
     # LoRA leaves the embeddings alone
     assert torch.equal(policy.model.embed_tokens.weight, base.model.embed_tokens.weight)
+
+
+@pytest.mark.slow
+def test_shipped_demonstrations_equal_a_fresh_replay(tmp_path):
+    """The small set's training demonstrations shipped with the package are what the engine plays."""
+    shipped = expert_demonstrations("builtin:small", "train", cache_dir=tmp_path / "a", progress=False)
+    fresh = expert_demonstrations(
+        "builtin:small", "train", cache_dir=tmp_path / "b", progress=False, use_shipped=False
+    )
+    assert len(shipped) > 200 and shipped == fresh

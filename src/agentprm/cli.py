@@ -27,6 +27,10 @@ stage commands (Lightning CLI; see `agentprm fit --help`):
   test       evaluate a policy (success rate, Best-of-N)
   predict    roll a policy out and write trajectories
 
+the whole loop:
+  iterate    SFT → (rollouts → PRM → online DPO → eval) × K, resumable
+             agentprm iterate --config configs/quickstart.yaml
+
 other commands:
   games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
   targets    build PRM datasets (MC Q, preference pairs, state values) from rollouts
@@ -49,6 +53,10 @@ def main(args: Sequence[str] | None = None) -> int:
         return _targets(rest)
     if command == "report":
         return _report(rest)
+    if command == "iterate":
+        from agentprm.iterate import main as iterate_main
+
+        return iterate_main(rest)
     if command in _LIGHTNING_VERBS:
         return _lightning(argv if args is not None else None)
     print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")

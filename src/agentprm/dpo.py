@@ -335,7 +335,7 @@ class PolicyDataModule(LightningDataModule):
             states).
         max_val_states: Cap on held-out states (spread evenly over them).
         batch_size: States per batch (each gives at most one preference pair).
-        seed: Seed of the split and the per-epoch draws.
+        split_seed: Seed of the split and the per-epoch draws (``seed`` is the module's).
     """
 
     def __init__(
@@ -349,7 +349,7 @@ class PolicyDataModule(LightningDataModule):
         val_fraction: float = 0.1,
         max_val_states: int | None = 64,
         batch_size: int = 8,
-        seed: int = 0,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -366,7 +366,7 @@ class PolicyDataModule(LightningDataModule):
         states = policy_states(trajectories)
         if h.resets:
             states += self._reset_states()
-        _, val_games = split_games([s.game_id for s in states], h.val_fraction, h.seed)
+        _, val_games = split_games([s.game_id for s in states], h.val_fraction, h.split_seed)
         held = set(val_games)
         self.train_states = [s for s in states if s.game_id not in held]
         self.val_states = spread([s for s in states if s.game_id in held], h.max_val_states)
@@ -398,7 +398,7 @@ class PolicyDataModule(LightningDataModule):
             self._load()
         self._loads += 1
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed(h.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(h.split_seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_states), generator=generator).tolist()
         if h.states_per_epoch is not None:
             order = order[: h.states_per_epoch]

@@ -12,7 +12,8 @@ pyplot state). The run directory contract (written by ``agentprm iterate``):
 - ``iter_<i>/policy/**/metrics.csv`` (optional): the CSVLogger file(s) of iteration i's online-DPO
   stage, with ``step`` and any of ``eval/success_rate``, ``dpo/prm_score``, ``monitor/prm_score``.
 - ``iter_<i>/eval/bon_sweep.json`` (optional): ``[{"n", "success_rate", "ci"}, ...]``.
-- ``iter_<i>/prm/calibration.json`` (optional): ``{"ece", "bins": [{"bin", "count",
+- ``iter_<i>/prm/calibration.json`` or ``iter_<i>/prm/model/calibration.json`` (optional, the PRM
+  stage writes the latter): ``{"ece", "bins": [{"bin", "count",
   "mean_prediction", "mean_target"}, ...]}``.
 
 A missing optional file leaves its plot or curve out, with a note in ``report.md``; a missing or
@@ -156,6 +157,8 @@ def _load_iteration(run: RunData, i: int) -> None:
     elif i > 0:
         run.notes.append(f"iteration {i}: no {_rel(run, sweep)} (Best-of-N sweep); left out of the N plot.")
     calibration = base / "prm" / "calibration.json"
+    if not calibration.is_file() and (base / "prm" / "model" / "calibration.json").is_file():
+        calibration = base / "prm" / "model" / "calibration.json"  # where the PRM stage writes it
     if calibration.is_file():
         run.calibrations[i] = _read_calibration(calibration)
     elif i > 0:

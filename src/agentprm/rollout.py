@@ -23,7 +23,7 @@ from agentprm.backbone import Dtype
 from agentprm.cache import cache_root
 from agentprm.envs.base import BatchEnv, EnvStep
 from agentprm.prompts import Renderer, ResponseFormat
-from agentprm.records import State, Step, Trajectory, Turn, read_jsonl, write_jsonl
+from agentprm.records import State, Step, Trajectory, Turn, atomic_write_text, read_jsonl, write_jsonl
 from agentprm.sampling import HFSampler, Sample, SamplingMode
 
 __all__ = [
@@ -141,11 +141,14 @@ def expert_demonstrations(
     batch_size: int = 16,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    use_shipped: bool = True,
 ) -> list[Trajectory]:
     """The search expert's winning episodes on a built-in set's split, replayed in the real engine.
 
     Only won episodes are returned (the demonstrations for SFT and the InversePRM positives). The
-    result is cached as JSONL under ``$AGENTPRM_CACHE/demos/`` keyed by the set's content.
+    result is cached as JSONL under ``$AGENTPRM_CACHE/demos/`` keyed by the set's content; the
+    package ships the small set's training demonstrations under that key (``use_shipped=False``
+    replays them in the engine instead; a slow test checks both agree).
     """
     from tqdm import tqdm
 
@@ -158,6 +161,12 @@ def expert_demonstrations(
     base = cache_root(cache_dir)
     path = base / "demos" / f"{Path(name).name.split('.')[0]}-{split}-{key[:12]}.jsonl"
     if path.is_file():
+        return read_jsonl(path)
+    shipped = Path(__file__).parent / "data" / "demos" / f"{path.name}.gz"
+    if use_shipped and shipped.is_file():  # the built-in set's demonstrations ship with the package
+        import gzip
+
+        atomic_write_text(path, gzip.decompress(shipped.read_bytes()).decode())
         return read_jsonl(path)
     env = AlfWorldEnv(data, max_steps=max(len(g.expert_actions) for g in games) + 1)
     out: list[Trajectory] = []

@@ -1,0 +1,402 @@
+"""``agentprm iterate``: the AgentPRM / InversePRM loop, stage after stage, resumable.
+
+SFT π0 (unless a policy is given), then for i = 1..K: rollouts of π_{i−1} → PRM Q_i → online DPO
+π_i (initialised from and regularised to π_{i−1}) → evaluation of π_i and of Best-of-N(π_i, Q_i).
+
+Every stage is one ``agentprm fit|predict|test`` run of a per-stage config plus overrides; the
+exact command is written next to its outputs (``command.txt``) so any stage reruns alone. A stage
+that finished leaves ``done.json`` and is never recomputed; a killed run rerun with the same
+command continues from the first unfinished stage (rollout batches already written are kept).
+
+Layout under ``<runs_dir>/<name>/``::
+
+    iter_0/policy/model            π0 (SFT, or a copy of the given policy's path in iterate.json)
+    iter_0/eval/policy             π0 on the held-out games
+    iter_<i>/rollouts              π_{i−1}'s trajectories on the training games
+    iter_<i>/prm/model             Q_i
+    iter_<i>/policy/model          π_i
+    iter_<i>/eval/{policy,bon}     π_i alone; Best-of-N(π_i, Q_i)
+    summary.json                   one row per policy π_0..π_K (see docs/metrics.md)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from agentprm.records import atomic_write_json, atomic_write_text
+
+__all__ = ["IterateConfig", "Stage", "iterate", "main"]
+
+Method = Literal["agentprm", "inverseprm"]
+
+
+@dataclasses.dataclass
+class Stage:
+    """One stage: a per-stage config and extra command-line overrides (``--key=value``)."""
+
+    config: str
+    args: list[str] = dataclasses.field(default_factory=list)
+
+
+def _default_stages() -> dict[str, Stage]:
+    return {
+        "sft": Stage("configs/sft/quickstart.yaml"),
+        "rollout": Stage("configs/rollout/quickstart.yaml"),
+        "prm": Stage("configs/prm/absolute.yaml"),
+        "policy": Stage("configs/policy/quickstart.yaml"),
+        "eval": Stage("configs/eval/quickstart.yaml"),
+    }
+
+
+@dataclasses.dataclass
+class IterateConfig:
+    """Settings of ``agentprm iterate``.
+
+    Args:
+        name: Run name; artifacts go under ``<runs_dir>/<name>``.
+        method: ``agentprm`` (PRM from π's own rollouts, Monte-Carlo targets) or ``inverseprm``
+            (PRM from expert demonstrations vs every past policy's rollouts).
+        iterations: K, the number of policy improvements.
+        seed: Seed of every stage (stage seeds are derived from it and the iteration).
+        runs_dir: Parent of the run directory.
+        policy: π0 directory; None trains it by SFT.
+        trainer: Hardware fragments (e.g. ``configs/trainer/ddp.yaml``) added to every stage
+            after its own config.
+        stages: The stage configs (``sft``, ``rollout``, ``prm``, ``policy``, ``eval``).
+        prm_init: What Q_i starts from: ``policy`` (π_{i−1}'s weights) or ``config`` (the PRM
+            config's ``model``).
+        accumulate_rollouts: AgentPRM: train Q_i and DPO on the rollouts of every past policy
+            (else only π_{i−1}'s).
+        expert: InversePRM: the demonstrations (``builtin:<set>`` or JSONL paths).
+        bon_n: N of the Best-of-N evaluation (0 skips it).
+        bon_sweep: Extra N values evaluated for the last policy (the success-vs-N plot).
+        isolate_stages: Run each stage in its own process (``auto``: when a trainer fragment asks
+            for more than one device or a strategy, which Lightning launches per stage).
+    """
+
+    name: str = "quickstart"
+    method: Method = "agentprm"
+    iterations: int = 2
+    seed: int = 0
+    runs_dir: str = "runs"
+    policy: str | None = None
+    trainer: list[str] = dataclasses.field(default_factory=list)
+    stages: dict[str, Stage] = dataclasses.field(default_factory=_default_stages)
+    prm_init: Literal["policy", "config"] = "policy"
+    accumulate_rollouts: bool = False
+    expert: list[str] = dataclasses.field(default_factory=lambda: ["builtin:small"])
+    bon_n: int = 8
+    bon_sweep: list[int] = dataclasses.field(default_factory=list)
+    isolate_stages: Literal["auto", "yes", "no"] = "auto"
+
+
+# --------------------------------------------------------------------------------------------
+# Running one stage
+# --------------------------------------------------------------------------------------------
+class StageRunner:
+    """Runs stages in this process (fast) or as ``agentprm`` subprocesses (multi-device)."""
+
+    def __init__(self, run_dir: Path, isolate: bool, log: Callable[[str], None]) -> None:
+        self.run_dir, self.isolate, self.log = run_dir, isolate, log
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, key: str, folder: Path, argv: list[str]) -> bool:
+        """Run ``agentprm <argv>`` unless ``folder/done.json`` exists; True if it ran now."""
+        done = folder / "done.json"
+        if done.is_file():
+            self.seconds[key] = json.loads(done.read_text()).get("seconds", 0.0)
+            self.log(f"[{key}] done already, skipped ({folder})")
+            return False
+        folder.mkdir(parents=True, exist_ok=True)
+        command = "agentprm " + shlex.join(argv)
+        atomic_write_text(folder / "command.txt", command + "\n")
+        self.log(f"[{key}] {command}")
+        start = time.time()
+        if self.isolate:
+            status = subprocess.call([sys.executable, "-m", "agentprm.cli", *argv])
+        else:
+            from agentprm.cli import main as cli_main
+
+            status = cli_main(argv)
+        if status != 0:
+            raise RuntimeError(f"stage {key} failed with exit status {status}; rerun alone with: {command}")
+        seconds = time.time() - start
+        self.seconds[key] = seconds
+        atomic_write_json(done, {"stage": key, "seconds": seconds, "command": command})
+        self.log(f"[{key}] finished in {seconds:.0f} s")
+        return True
+
+
+def _needs_isolation(fragments: Sequence[str]) -> bool:
+    for path in fragments:
+        trainer = (yaml.safe_load(Path(path).read_text()) or {}).get("trainer", {}) or {}
+        devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+        strategy = trainer.get("strategy", "auto")
+        strategy = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy)
+        if str(devices) not in ("1", "None") or int(nodes) != 1 or strategy not in ("auto", "single_device"):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the loop; returns the summary written to ``<run>/summary.json``."""
+    missing = [s for s in ("rollout", "prm", "policy", "eval") if s not in cfg.stages]
+    if cfg.policy is None and "sft" not in cfg.stages:
+        missing.append("sft")
+    if missing:
+        raise ValueError(f"iterate: stages {missing} have no config (stages.<name>.config)")
+    if cfg.iterations < 0:
+        raise ValueError(f"iterations must be >= 0, found {cfg.iterations}")
+    for name, stage in cfg.stages.items():
+        if not Path(stage.config).is_file():
+            raise FileNotFoundError(f"stages.{name}.config: {stage.config} does not exist")
+    run = Path(cfg.runs_dir) / cfg.name
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / "iterate.json", dataclasses.asdict(cfg))
+    isolate = cfg.isolate_stages == "yes" or (cfg.isolate_stages == "auto" and _needs_isolation(cfg.trainer))
+    runner = StageRunner(run, isolate, log)
+
+    def argv(verb: str, stage: str, root: Path, i: int, *extra: str) -> list[str]:
+        spec = cfg.stages[stage]
+        fragments = [a for f in cfg.trainer for a in ("-c", f)]
+        return [
+            verb,
+            "-c",
+            spec.config,
+            *fragments,
+            f"--seed_everything={cfg.seed * 1000 + i}",
+            f"--trainer.default_root_dir={root}",
+            *extra,
+            *spec.args,
+        ]
+
+    # π0
+    policy = run / "iter_0" / "policy" / "model"
+    if cfg.policy is None:
+        root = run / "iter_0" / "policy"
+        runner("iter_0/sft", root, argv("fit", "sft", root, 0, f"--model.init_args.output_dir={policy}"))
+    else:
+        policy = Path(cfg.policy)
+    rows = [_evaluate(runner, argv, run, 0, policy, None, cfg)]
+    _write_summary(run, cfg, rows, runner, log)
+
+    rollouts: list[Path] = []
+    for i in range(1, cfg.iterations + 1):
+        it = run / f"iter_{i}"
+        # Rollouts of π_{i−1} on the training games.
+        out = it / "rollouts"
+        runner(
+            f"iter_{i}/rollout",
+            out,
+            argv(
+                "predict",
+                "rollout",
+                out,
+                i,
+                f"--model.init_args.model={policy}",
+                f"--model.init_args.output_dir={out}",
+                f"--model.init_args.policy_id=pi_{i - 1}",
+                f"--model.init_args.seed={cfg.seed * 1000 + i}",
+            ),
+        )
+        rollouts.append(out)
+        # Q_i.
+        prm = it / "prm" / "model"
+        extra = [f"--model.init_args.output_dir={prm}"]
+        if cfg.prm_init == "policy":
+            extra.append(f"--model.init_args.model={policy}")
+        if cfg.method == "inverseprm":
+            extra += [
+                "--model.init_args.loss=inverse",
+                "--data.init_args.loss=inverse",
+                f"--data.init_args.rollouts=[{','.join(map(str, rollouts))}]",
+                f"--data.init_args.expert=[{','.join(cfg.expert)}]",
+                f"--data.init_args.next_policy={policy}",
+            ]
+        else:
+            used = rollouts if cfg.accumulate_rollouts else [out]
+            extra.append(f"--data.init_args.rollouts=[{','.join(map(str, used))}]")
+        runner(f"iter_{i}/prm", it / "prm", argv("fit", "prm", it / "prm", i, *extra))
+        # π_i by online DPO against Q_i, from and towards π_{i−1}.
+        new_policy = it / "policy" / "model"
+        used = rollouts if cfg.accumulate_rollouts else [out]
+        runner(
+            f"iter_{i}/policy",
+            it / "policy",
+            argv(
+                "fit",
+                "policy",
+                it / "policy",
+                i,
+                f"--model.init_args.model={policy}",
+                f"--model.init_args.prm={prm}",
+                f"--model.init_args.output_dir={new_policy}",
+                f"--model.init_args.seed={cfg.seed * 1000 + i}",
+                f"--data.init_args.rollouts=[{','.join(map(str, used))}]",
+            ),
+        )
+        policy = new_policy
+        rows.append(_evaluate(runner, argv, run, i, policy, prm, cfg))
+        _write_summary(run, cfg, rows, runner, log)
+    if cfg.bon_sweep and cfg.iterations > 0:
+        _bon_sweep(runner, argv, run, cfg.iterations, policy, run / f"iter_{cfg.iterations}/prm/model", cfg)
+    return _write_summary(run, cfg, rows, runner, log, final=True)
+
+
+def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, cfg: IterateConfig) -> dict:
+    """π_i alone (greedy) and, with a PRM, Best-of-N(π_i, Q_i); one summary row."""
+    ev = run / f"iter_{i}" / "eval"
+    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}"]
+    out = ev / "policy"
+    runner(
+        f"iter_{i}/eval",
+        out,
+        argv(
+            "test",
+            "eval",
+            out,
+            i,
+            *common,
+            "--model.init_args.prm=null",
+            "--model.init_args.greedy=true",
+            f"--model.init_args.output_dir={out}",
+        ),
+    )
+    alone = json.loads((out / "summary.json").read_text())
+    row = {
+        "iteration": i,
+        "policy": str(policy),
+        "policy_success_rate": alone["success_rate"],
+        "policy_ci": alone["wilson95"],
+        "mean_actions": alone["mean_actions"],
+        "episodes": alone["episodes"],
+        "per_task_type": {
+            k: {"success_rate": v["success_rate"], "n": v["episodes"]}
+            for k, v in alone["per_task_type"].items()
+        },
+        "bon_success_rate": None,
+        "bon_ci": None,
+        "bon_n": None,
+        "prm_pair_acc": None,
+        "prm_ece": None,
+    }
+    if prm is not None:
+        row.update(_prm_metrics(run / f"iter_{i}" / "prm"))
+        if cfg.bon_n > 0:
+            bon = _bon(runner, argv, ev / "bon", i, common, prm, cfg.bon_n)
+            row.update(bon_success_rate=bon["success_rate"], bon_ci=bon["wilson95"], bon_n=cfg.bon_n)
+    return row
+
+
+def _bon(runner, argv, out: Path, i: int, common: list[str], prm: Path, n: int) -> dict:
+    runner(
+        f"iter_{i}/eval-bon{n}",
+        out,
+        argv(
+            "test",
+            "eval",
+            out,
+            i,
+            *common,
+            f"--model.init_args.prm={prm}",
+            f"--model.init_args.best_of_n={n}",
+            "--model.init_args.greedy=false",
+            f"--model.init_args.output_dir={out}",
+        ),
+    )
+    return json.loads((out / "summary.json").read_text())
+
+
+def _bon_sweep(runner, argv, run: Path, i: int, policy: Path, prm: Path, cfg: IterateConfig) -> None:
+    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}"]
+    ev = run / f"iter_{i}" / "eval"
+    rows = []
+    for n in sorted(set(cfg.bon_sweep) | ({cfg.bon_n} if cfg.bon_n else set())):
+        s = _bon(runner, argv, ev / ("bon" if n == cfg.bon_n else f"bon{n}"), i, common, prm, n)
+        rows.append({"n": n, "success_rate": s["success_rate"], "ci": s["wilson95"]})
+    atomic_write_json(ev / "bon_sweep.json", rows)
+
+
+def _prm_metrics(prm_root: Path) -> dict:
+    """The PRM's last validation pair accuracy and ECE, from its metrics.csv."""
+    found: dict = {"prm_pair_acc": None, "prm_ece": None}
+    for path in sorted(prm_root.glob("lightning_logs/version_*/metrics.csv")):
+        for r in csv.DictReader(path.open()):
+            if r.get("val/pair_acc"):
+                found["prm_pair_acc"] = float(r["val/pair_acc"])
+            if r.get("val/ece"):
+                found["prm_ece"] = float(r["val/ece"])
+    return found
+
+
+def _write_summary(run: Path, cfg: IterateConfig, rows: list[dict], runner, log, final: bool = False) -> dict:
+    for row in rows:
+        i = row["iteration"]
+        row["stage_seconds"] = {
+            k.split("/", 1)[1]: round(v, 1) for k, v in runner.seconds.items() if k.startswith(f"iter_{i}/")
+        }
+    summary = {"name": cfg.name, "method": cfg.method, "seed": cfg.seed, "iterations": rows}
+    atomic_write_json(run / "summary.json", summary)
+    if final:
+        log(format_table(summary))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """The per-iteration table printed at the end of ``agentprm iterate``."""
+
+    def pct(v) -> str:
+        return "   –  " if v is None else f"{100 * v:5.1f}%"
+
+    lines = [
+        f"{summary['method']} run {summary['name']!r} (seed {summary['seed']})",
+        "iter  policy  (95% CI)         BoN      actions  PRM pair-acc",
+    ]
+    for r in summary["iterations"]:
+        lo, hi = r["policy_ci"]
+        acc = "   –" if r["prm_pair_acc"] is None else f"{r['prm_pair_acc']:.2f}"
+        lines.append(
+            f"{r['iteration']:>4}  {pct(r['policy_success_rate'])}  [{100 * lo:4.1f}, {100 * hi:4.1f}]   "
+            f"{pct(r['bon_success_rate'])}   {r['mean_actions']:5.1f}    {acc}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def main(argv: Sequence[str]) -> int:
+    """``agentprm iterate --config configs/quickstart.yaml [--iterations 3] [--seed 1] …``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="agentprm iterate",
+        description="The AgentPRM / InversePRM loop: SFT → (rollouts → PRM → online DPO → eval) × K. "
+        "Rerun the same command to resume.",
+        parser_mode="omegaconf",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="e.g. configs/quickstart.yaml")
+    parser.add_class_arguments(IterateConfig, nested_key=None, fail_untyped=True)
+    ns = parser.parse_args(list(argv))
+    init = parser.instantiate_classes(ns)
+    fields = {f.name for f in dataclasses.fields(IterateConfig)}
+    cfg = IterateConfig(**{k: v for k, v in vars(init).items() if k in fields})
+    cfg.stages = {k: v if isinstance(v, Stage) else Stage(**dict(v)) for k, v in cfg.stages.items()}
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    iterate(cfg)
+    return 0
