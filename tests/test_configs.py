@@ -31,4 +31,8 @@ def test_config_header_command_parses(path, monkeypatch, capsys):
         main([*argv[1:], "--print_config"])
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert re.search(r"class_path: agentprm\.", printed), printed[:500]
+    if argv[1] == "iterate":  # the loop's config names stage configs, which must exist
+        stages = re.findall(r"config: (\S+\.yaml)", printed)
+        assert stages and all((ROOT / s).is_file() for s in stages), printed[:500]
+    else:
+        assert re.search(r"class_path: agentprm\.", printed), printed[:500]
