@@ -226,11 +226,11 @@ class OnlineDPOModule(LightningModule):
         return (self.hparams.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
 
     # -- training -----------------------------------------------------------------------------
-    def _pair_logps(self, model, state: State, scored: ScoredState) -> torch.Tensor:
-        """[2] log π(chosen), log π(rejected) with the prompt computed once."""
-        prompt = chat_ids(self.tokenizer, self.renderer, state)
-        texts = (scored.samples[scored.chosen].text, scored.samples[scored.rejected].text)
-        suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, t) for t in texts]
+    def _logps(self, model, scored: ScoredState, which: Sequence[int]) -> torch.Tensor:
+        """log π(y | s) of the samples ``which`` of one state, the prompt computed once."""
+        prompt = chat_ids(self.tokenizer, self.renderer, scored.state)
+        texts = [scored.samples[i].text for i in which]
+        suffixes = [response_ids(self.tokenizer, self.renderer, scored.state, prompt, t) for t in texts]
         logps, _, _ = sequence_logps_shared(model, prompt, suffixes, self.tokenizer.pad_token_id)
         return logps
 
@@ -245,14 +245,17 @@ class OnlineDPOModule(LightningModule):
             # Every state tied: a zero loss that still touches every trainable weight, so that
             # all ranks take part in the gradient all-reduce.
             return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
-        policy = torch.stack([self._pair_logps(self.model, s.state, s) for s in pairs])
+        policy = torch.stack([self._logps(self.model, s, (s.chosen, s.rejected)) for s in pairs])
+        # The reference scores every sample of a paired state (one pass): chosen and rejected for
+        # the loss, all k for the KL estimate on what the policy actually sampled.
         with torch.no_grad(), self.reference_context():
             ref_model = self.model if self.reference_model is None else self.reference_model
-            ref = torch.stack([self._pair_logps(ref_model, s.state, s) for s in pairs])
+            ref_all = [self._logps(ref_model, s, range(len(s.samples))) for s in pairs]
+        ref = torch.stack([r[[s.chosen, s.rejected]] for r, s in zip(ref_all, pairs, strict=True)])
+        sampled = torch.tensor([x.logprob for s in pairs for x in s.samples], dtype=torch.float32)
         h = self.hparams
         out = losses.dpo(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], h.beta, h.label_smoothing)
         gap = torch.tensor([s.scores[s.chosen] - s.scores[s.rejected] for s in pairs])
-        n = len(pairs)
         self.log_dict(
             {
                 "dpo/loss": out.loss,
@@ -261,9 +264,9 @@ class OnlineDPOModule(LightningModule):
                 "dpo/rejected_reward": out.rejected_rewards.mean(),
                 "dpo/accuracy": out.accuracy,
                 "dpo/prm_gap": gap.mean(),
-                "dpo/kl": losses.kl_estimate(policy.detach().flatten(), ref.flatten()),
+                "dpo/kl": losses.kl_estimate(sampled, torch.cat(ref_all).float().cpu()),
             },
-            batch_size=n,
+            batch_size=len(pairs),
         )
         return out.loss
 
