@@ -103,3 +103,21 @@ def test_run_all_discovers_modules_and_keeps_hand_written_text(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Title\n\nintro\n") and text.endswith("## Analysis\n\nkept\n")
     assert "old" not in text and "| b | c | m [u] |" in text
+
+
+def test_dpo_step_quick():
+    """Full fine-tuning and LoRA rows; with TRL installed: same tokens and first log-probs as TRL."""
+    import importlib.util
+
+    import dpo_step
+
+    with_trl = importlib.util.find_spec("trl") is not None
+    rows = dpo_step.run(quick=True)
+    _check(rows, 6, baseline=with_trl)  # (throughput, step time, memory) × (full, LoRA)
+    assert [r["case"].split(",")[0] for r in rows] == ["full FT"] * 3 + ["LoRA r16"] * 3
+    for r in (rows[0], rows[3]):
+        assert r["goal"] == dpo_step.GOAL and r["ours"]["n"] >= 2
+        if with_trl:
+            assert "same non-pad tokens per step: yes" in r["notes"]
+            diff = float(re.search(r"max \|difference\| (\S+)\)", r["notes"]).group(1))
+            assert diff < 1e-3
