@@ -127,7 +127,8 @@ def test_iterate_under_ddp_on_two_cpu_processes(tmp_path):
     """Every stage runs as 2 gloo processes (the ddp fragment); the loop finishes and summarises."""
     config = tiny_config(tmp_path, name="ddp", trainer=[str(ROOT / "configs/trainer/ddp.yaml")])
     cfg = yaml.safe_load(config.read_text())
-    cfg["stages"]["eval"]["args"].append("--data.init_args.max_games=4")
+    for stage in ("rollout", "eval"):  # at least one batch of episodes per process
+        cfg["stages"][stage]["args"].append("--data.init_args.batch_size=2")
     config.write_text(yaml.safe_dump(cfg))
     subprocess.run(_agentprm("iterate", "--config", str(config)), check=True, timeout=900)
     summary = json.loads((tmp_path / "runs/ddp/summary.json").read_text())

@@ -268,6 +268,13 @@ class RolloutDataModule(LightningDataModule):
             EpisodeBatch(k, h.data, h.max_steps, tuple(episodes[i : i + h.batch_size]))
             for k, i in enumerate(range(0, len(episodes), h.batch_size))
         ]
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.batches) < world:
+            raise ValueError(
+                f"{len(episodes)} episodes make {len(self.batches)} batch(es) of data.batch_size="
+                f"{h.batch_size} for {world} processes: every process needs at least one; lower "
+                "data.batch_size or add games / rollouts_per_game"
+            )
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(_Items(self.batches), batch_size=None, shuffle=False)
