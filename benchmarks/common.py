@@ -312,6 +312,40 @@ def notes_list(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def print_rows(rows: Sequence[dict[str, Any]]) -> None:
+    """Print the rows' table and their notes (what each benchmark's ``main`` shows)."""
+    print(markdown_table(rows))
+    print(notes_list(rows))
+
+
+def cli(run: Callable[[bool], list[dict[str, Any]]], doc: str) -> None:
+    """``main`` of a benchmark whose only option is ``--quick``: parse, run, print."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    print_rows(run(parser.parse_args().quick))
+
+
+def trainer_sizes(quick: bool) -> tuple[Path, int, int, int, int, int]:
+    """The model and sizes the trainer comparisons (PRM training, DPO step) share.
+
+    Returns ``(model_dir, batch, rounds, warmup, steps, turns)``: a random Llama, pairs per step,
+    alternating rounds of both sides, warm-up and timed steps per round, and turns per game of the
+    states the pairs come from.
+    """
+    if quick:
+        return bench_model(hidden=32, layers=1, heads=2, intermediate=64), 2, 1, 1, 2, 4
+    return bench_model(hidden=256, layers=4, heads=4, intermediate=704), 8, 2, 1, 3, 12
+
+
+def want_trl(trl: bool | None) -> bool:
+    """Whether to measure TRL: as asked, or (None) when it is importable (the ``bench`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None if trl is None else trl
+
+
 # --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------

@@ -119,6 +119,17 @@ def _pair_tokens(ids) -> int:
     return 2 * len(prompt) + len(chosen) + len(rejected)
 
 
+def _result(timer, warmup: int, mem) -> dict:
+    """One side's timed steps (warm-up dropped), peak memory and first-step log-probs."""
+    return {
+        "times": timer.times[warmup:],
+        "tokens": timer.tokens[warmup:],
+        "mem": mem,
+        "logps": timer.first_logps,
+        "split": timer.split[warmup:],
+    }
+
+
 def _ours(model_dir: Path, scored, tokens, size: int, warmup: int, steps: int, lora: bool, profile: bool):
     """Per-step seconds and tokens of OnlineDPOModule in a Lightning Trainer, and the peak memory."""
     import lightning as L
@@ -200,13 +211,7 @@ def _ours(model_dir: Path, scored, tokens, size: int, warmup: int, steps: int, l
             default_root_dir=tmp,
         )  # fmt: skip
         trainer.fit(module, train_dataloaders=loader)
-    return {
-        "times": timer.times[warmup:],
-        "tokens": timer.tokens[warmup:],
-        "mem": mem,
-        "logps": timer.first_logps,
-        "split": timer.split[warmup:],
-    }
+    return _result(timer, warmup, mem)
 
 
 def _trl(model_dir: Path, tokens, batch: int, warmup: int, steps: int, lora: bool, profile: bool):
@@ -279,13 +284,7 @@ def _trl(model_dir: Path, tokens, batch: int, warmup: int, steps: int, lora: boo
         if (trainer.ref_model is None) == (not lora):
             raise RuntimeError(f"unexpected TRL reference for lora={lora}: {type(trainer.ref_model)}")
         trainer.train()
-    return {
-        "times": timer.times[warmup:],
-        "tokens": timer.tokens[warmup:],
-        "mem": mem,
-        "logps": timer.first_logps,
-        "split": timer.split[warmup:],
-    }
+    return _result(timer, warmup, mem)
 
 
 def run(quick: bool = False, trl: bool | None = None, lora: bool = True, profile: bool = False) -> list[dict]:
@@ -300,17 +299,9 @@ def run(quick: bool = False, trl: bool | None = None, lora: bool = True, profile
         lora: Also measure the LoRA variant.
         profile: Print a torch.profiler operator table of the last step of each side.
     """
-    import importlib.util
-
     common.setup()
-    if trl is None:
-        trl = importlib.util.find_spec("trl") is not None
-    if quick:
-        model_dir = common.bench_model(hidden=32, layers=1, heads=2, intermediate=64)
-        batch, rounds, warmup, steps, turns = 2, 1, 1, 2, 4
-    else:
-        model_dir = common.bench_model(hidden=256, layers=4, heads=4, intermediate=704)
-        batch, rounds, warmup, steps, turns = 8, 2, 1, 3, 12
+    trl = common.want_trl(trl)
+    model_dir, batch, rounds, warmup, steps, turns = common.trainer_sizes(quick)
     scored, tokens = _pairs(model_dir, batch * (warmup + steps), turns)
     timed = tokens[batch * warmup :]
     counted = sum(_pair_tokens(t) for t in timed)
@@ -401,8 +392,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="operator table of the last step of each side")
     args = parser.parse_args()
     rows = run(args.quick, args.trl, args.lora, args.profile)
-    print(common.markdown_table(rows))
-    print(common.notes_list(rows))
+    common.print_rows(rows)
 
 
 if __name__ == "__main__":

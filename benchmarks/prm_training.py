@@ -179,17 +179,9 @@ def run(quick: bool = False, trl: bool | None = None, profile: bool = False) -> 
         trl: Measure TRL's RewardTrainer too; None: only when ``trl`` is importable.
         profile: Print a torch.profiler operator table of the last step of each side.
     """
-    import importlib.util
-
     common.setup()
-    if trl is None:
-        trl = importlib.util.find_spec("trl") is not None
-    if quick:
-        model_dir = common.bench_model(hidden=32, layers=1, heads=2, intermediate=64)
-        batch, rounds, warmup, steps, turns = 2, 1, 1, 2, 4
-    else:
-        model_dir = common.bench_model(hidden=256, layers=4, heads=4, intermediate=704)
-        batch, rounds, warmup, steps, turns = 8, 2, 1, 3, 12
+    trl = common.want_trl(trl)
+    model_dir, batch, rounds, warmup, steps, turns = common.trainer_sizes(quick)
     examples, pad_id = _pairs(model_dir, batch * (warmup + steps), turns)
     sides = {"ours": [], "trl": []}
     for r in range(rounds):
@@ -250,8 +242,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="operator table of the last step of each side")
     args = parser.parse_args()
     rows = run(args.quick, args.trl, args.profile)
-    print(common.markdown_table(rows))
-    print(common.notes_list(rows))
+    common.print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ must be identical).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import alfworld_engine
@@ -170,11 +169,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    rows = run(parser.parse_args().quick)
-    print(common.markdown_table(rows))
-    print(common.notes_list(rows))
+    common.cli(run, __doc__)
 
 
 if __name__ == "__main__":
