@@ -47,18 +47,18 @@ def test_shared_prefix_scores_equal_scoring_each_pair_alone():
     torch.testing.assert_close(shared, alone.float(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("loss", ["absolute", "relative"])
-def test_prm_fit_learns_from_rollouts(tmp_path, scripted_rollouts, loss):
-    out = tmp_path / loss
+def _fit_prm(config: str, out: Path, epochs: int, *data_args: str) -> list[dict]:
+    """``agentprm fit`` of a PRM config at test sizes; its metrics rows, after checking the
+    training loss fell by more than 20% (last 3 logged steps against the first 3)."""
     args = [
         "fit",
         "-c",
-        str(ROOT / f"configs/prm/{loss}.yaml"),
+        str(ROOT / config),
         f"--trainer.default_root_dir={out}",
-        "--trainer.max_epochs=6",
+        f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
-        f"--data.init_args.rollouts=[{scripted_rollouts}]",
+        *data_args,
         "--data.init_args.val_fraction=0.25",
         "--data.init_args.batch_size=8",
         "--model.init_args.lr=0.003",
@@ -67,6 +67,13 @@ def test_prm_fit_learns_from_rollouts(tmp_path, scripted_rollouts, loss):
     rows = list(csv.DictReader((out / "lightning_logs/version_0/metrics.csv").open()))
     train = [float(r["prm/loss"]) for r in rows if r.get("prm/loss")]
     assert sum(train[-3:]) / 3 < 0.8 * sum(train[:3]) / 3, train
+    return rows
+
+
+@pytest.mark.parametrize("loss", ["absolute", "relative"])
+def test_prm_fit_learns_from_rollouts(tmp_path, scripted_rollouts, loss):
+    out = tmp_path / loss
+    rows = _fit_prm(f"configs/prm/{loss}.yaml", out, 6, f"--data.init_args.rollouts=[{scripted_rollouts}]")
     final = [r for r in rows if r.get("val/loss")][-1]
     assert float(final["val/pair_acc"]) > 0.6, final  # same-state pairs ordered as their targets
     if loss == "absolute":
@@ -99,25 +106,14 @@ def test_inverse_prm_fit_separates_expert_from_learner(tmp_path, scripted_rollou
     write_jsonl(tmp_path / "learner" / "iter_0.jsonl", [t for t in played if t.policy_id == "p2"])
     write_jsonl(tmp_path / "learner" / "iter_1.jsonl", [t for t in played if t.policy_id == "p1"])
     out = tmp_path / "inverse"
-    args = [
-        "fit",
-        "-c",
-        str(ROOT / "configs/prm/inverse.yaml"),
-        f"--trainer.default_root_dir={out}",
-        "--trainer.max_epochs=5",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
+    rows = _fit_prm(
+        "configs/prm/inverse.yaml",
+        out,
+        5,
         f"--data.init_args.rollouts=[{tmp_path / 'learner'}]",
         f"--data.init_args.expert=[{tmp_path / 'expert.jsonl'}]",
         "--data.init_args.next_policy=tiny",
-        "--data.init_args.val_fraction=0.25",
-        "--data.init_args.batch_size=8",
-        "--model.init_args.lr=0.003",
-    ]
-    assert main(args) == 0
-    rows = list(csv.DictReader((out / "lightning_logs/version_0/metrics.csv").open()))
-    train = [float(r["prm/loss"]) for r in rows if r.get("prm/loss")]
-    assert sum(train[-3:]) / 3 < 0.8 * sum(train[:3]) / 3, train
+    )
     final = [r for r in rows if r.get("val/loss")][-1]
     assert float(final["val/acc"]) > 0.6 and float(final["val/reward_gap"]) > 0, final
     prm = PRMModule.load(str(out / "prm"))
