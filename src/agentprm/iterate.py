@@ -108,8 +108,8 @@ class IterateConfig:
 class StageRunner:
     """Runs stages in this process (fast) or as ``agentprm`` subprocesses (multi-device)."""
 
-    def __init__(self, run_dir: Path, isolate: bool, log: Callable[[str], None]) -> None:
-        self.run_dir, self.isolate, self.log = run_dir, isolate, log
+    def __init__(self, isolate: bool, log: Callable[[str], None]) -> None:
+        self.isolate, self.log = isolate, log
         self.seconds: dict[str, float] = {}
 
     def __call__(self, key: str, folder: Path, argv: list[str]) -> bool:
@@ -169,7 +169,7 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / "iterate.json", dataclasses.asdict(cfg))
     isolate = cfg.isolate_stages == "yes" or (cfg.isolate_stages == "auto" and _needs_isolation(cfg.trainer))
-    runner = StageRunner(run, isolate, log)
+    runner = StageRunner(isolate, log)
 
     def argv(verb: str, stage: str, root: Path, i: int, *extra: str) -> list[str]:
         spec = cfg.stages[stage]
@@ -215,6 +215,8 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
             ),
         )
         rollouts.append(out)
+        # AgentPRM trains Q_i and DPO on π_{i−1}'s rollouts, or on every past policy's.
+        used = ",".join(map(str, rollouts if cfg.accumulate_rollouts else [out]))
         # Q_i.
         prm = it / "prm" / "model"
         extra = [f"--model.init_args.output_dir={prm}"]
@@ -229,12 +231,10 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
                 f"--data.init_args.next_policy={policy}",
             ]
         else:
-            used = rollouts if cfg.accumulate_rollouts else [out]
-            extra.append(f"--data.init_args.rollouts=[{','.join(map(str, used))}]")
+            extra.append(f"--data.init_args.rollouts=[{used}]")
         runner(f"iter_{i}/prm", it / "prm", argv("fit", "prm", it / "prm", i, *extra))
         # π_i by online DPO against Q_i, from and towards π_{i−1}.
         new_policy = it / "policy" / "model"
-        used = rollouts if cfg.accumulate_rollouts else [out]
         runner(
             f"iter_{i}/policy",
             it / "policy",
@@ -247,7 +247,7 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
                 f"--model.init_args.prm={prm}",
                 f"--model.init_args.output_dir={new_policy}",
                 f"--model.init_args.seed={cfg.seed * 1000 + i}",
-                f"--data.init_args.rollouts=[{','.join(map(str, used))}]",
+                f"--data.init_args.rollouts=[{used}]",
             ),
         )
         policy = new_policy
