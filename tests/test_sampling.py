@@ -8,7 +8,14 @@ import torch
 from agentprm.backbone import load_causal_lm, load_tokenizer
 from agentprm.prompts import Renderer
 from agentprm.records import State, Turn
-from agentprm.sampling import HFSampler, Sampler, chat_ids, score_continuations
+from agentprm.sampling import (
+    HFSampler,
+    Sampler,
+    chat_ids,
+    response_ids,
+    score_continuations,
+    score_continuations_batch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,38 @@ def test_shared_prompt_scores_equal_scoring_each_continuation_alone(lm):
     shared = score_continuations(model, prompt, conts, tok.pad_token_id)
     alone = torch.tensor([_full_logprob(model, prompt + c, len(prompt)) for c in conts])
     torch.testing.assert_close(shared, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_prompts_score_as_each_prompt_alone(lm):
+    """States of different lengths scored together (left-padded prompts, one cache) = each alone."""
+    model, tok = lm
+    renderer = Renderer("compact", history_window=4, response_format="action")
+    states = [_state(history=h) for h in (0, 3, 1)]
+    prompts = [chat_ids(tok, renderer, s) for s in states]
+    assert len({len(p) for p in prompts}) == 3
+    conts = [
+        [
+            chat_ids(tok, renderer, s, renderer.response("", c))[len(p) :]
+            for c in s.admissible_commands[: 2 + i]
+        ]
+        for i, (s, p) in enumerate(zip(states, prompts, strict=True))
+    ]
+    together = score_continuations_batch(model, prompts, conts, tok.pad_token_id)
+    assert [len(t) for t in together] == [2, 3, 4]
+    for p, c, t in zip(prompts, conts, together, strict=True):
+        alone = torch.tensor([_full_logprob(model, p + x, len(p)) for x in c])
+        torch.testing.assert_close(t, alone, rtol=1e-4, atol=1e-4)
+    sampler = HFSampler(model, tok, renderer, "admissible")
+    alone = []
+    for s in states:
+        p = chat_ids(tok, renderer, s)
+        c = [response_ids(tok, renderer, s, p, renderer.response("", x)) for x in s.admissible_commands]
+        alone.append(score_continuations(model, p, c, tok.pad_token_id))
+    for limit in (1, 5, 256):  # states grouped into forwards of at most `limit` candidates
+        sampler.max_rows = limit
+        got = [scores for _, _, scores in sampler.candidate_logprobs(states)]
+        for g, a in zip(got, alone, strict=True):
+            torch.testing.assert_close(g, a, rtol=1e-4, atol=1e-4)
 
 
 def test_admissible_mode_returns_admissible_commands_with_their_logprobs(lm):

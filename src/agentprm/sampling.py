@@ -31,7 +31,9 @@ __all__ = [
     "chat_ids",
     "response_ids",
     "score_continuations",
+    "score_continuations_batch",
     "shared_prefix_forward",
+    "shared_prefix_forward_batch",
 ]
 
 SamplingMode = Literal["generate", "admissible"]
@@ -129,7 +131,7 @@ class HFSampler:
         self.model.eval()
         try:
             if self.mode == "admissible":
-                return [self._admissible(state, n, greedy) for state in states]
+                return self._admissible(states, n, greedy)
             return self._generate(states, n, greedy)
         finally:
             self.model.train(was_training)
@@ -178,33 +180,63 @@ class HFSampler:
         return result
 
     # -- admissible ---------------------------------------------------------------------------
-    def candidate_logprobs(self, state: State) -> tuple[list[str], list[list[int]], torch.Tensor]:
-        """Responses for every admissible command, their token ids and log-likelihoods (prompt once)."""
-        responses = [self.renderer.response("", c) for c in state.admissible_commands]
-        prompt = chat_ids(self.tokenizer, self.renderer, state)
-        suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
-        return (
-            responses,
-            suffixes,
-            score_continuations(self.model, prompt, suffixes, self.tokenizer.pad_token_id),
-        )
+    max_rows = 256
+    """Continuations scored in one forward: states are grouped until their candidates reach this."""
 
-    def _admissible(self, state: State, n: int, greedy: bool) -> list[Sample]:
-        if not state.admissible_commands:
-            raise ValueError(f"admissible mode needs admissible commands; game {state.game_id} has none")
-        responses, suffixes, scores = self.candidate_logprobs(state)
-        if greedy:
-            picks = [int(scores.argmax())] * n
-        else:
-            probs = torch.softmax(scores.double() / self.temperature, dim=0)
-            picks = torch.multinomial(probs, n, replacement=True, generator=self.generator).tolist()
-        out = []
-        for i in picks:
-            parsed = parse_response(responses[i])
-            out.append(
-                Sample(responses[i], parsed.command, parsed.reason, tuple(suffixes[i]), float(scores[i]))
+    @torch.no_grad()
+    def candidate_logprobs(
+        self, states: Sequence[State]
+    ) -> list[tuple[list[str], list[list[int]], torch.Tensor]]:
+        """Per state: responses for every admissible command, their token ids and log-likelihoods.
+
+        Each prompt runs once; states are scored together, ``max_rows`` candidates per forward.
+        """
+        items = []
+        for state in states:
+            if not state.admissible_commands:
+                raise ValueError(f"admissible mode needs admissible commands; game {state.game_id} has none")
+            responses = [self.renderer.response("", c) for c in state.admissible_commands]
+            prompt = chat_ids(self.tokenizer, self.renderer, state)
+            suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
+            items.append((responses, prompt, suffixes))
+        scores: list[torch.Tensor] = []
+        for group in _groups([len(suffixes) for _, _, suffixes in items], self.max_rows):
+            chunk = [items[i] for i in group]
+            scores += score_continuations_batch(
+                self.model, [p for _, p, _ in chunk], [s for _, _, s in chunk], self.tokenizer.pad_token_id
             )
-        return out
+        return [(r, s, sc.cpu()) for (r, _, s), sc in zip(items, scores, strict=True)]
+
+    def _admissible(self, states: Sequence[State], n: int, greedy: bool) -> list[list[Sample]]:
+        result = []
+        for responses, suffixes, scores in self.candidate_logprobs(states):
+            if greedy:
+                picks = [int(scores.argmax())] * n
+            else:
+                probs = torch.softmax(scores.double() / self.temperature, dim=0)
+                picks = torch.multinomial(probs, n, replacement=True, generator=self.generator).tolist()
+            out = []
+            for i in picks:
+                parsed = parse_response(responses[i])
+                out.append(
+                    Sample(responses[i], parsed.command, parsed.reason, tuple(suffixes[i]), float(scores[i]))
+                )
+            result.append(out)
+        return result
+
+
+def _groups(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Consecutive index groups whose sizes sum to at most ``limit`` (a larger item is alone)."""
+    groups: list[list[int]] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if groups and total + size <= limit:
+            groups[-1].append(i)
+            total += size
+        else:
+            groups.append([i])
+            total = size
+    return groups
 
 
 def response_ids(tokenizer, renderer: Renderer, state: State, prompt: list[int], response: str) -> list[int]:
@@ -227,34 +259,100 @@ def response_ids(tokenizer, renderer: Renderer, state: State, prompt: list[int],
     return suffix[: suffix.index(eos) + 1] if eos in suffix else suffix
 
 
+def shared_prefix_forward_batch(
+    module,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+):
+    """Run B prompts once and each prompt's continuations against its KV cache, in two forwards.
+
+    Prompts are left-padded to one width (their real tokens end in the last column, position ids
+    count real tokens only); the continuations of all prompts form one right-padded batch whose
+    rows attend to their own prompt's cache. Padded positions are masked out and never influence
+    real ones, so every score equals running that prompt alone.
+
+    ``module`` is a causal LM or its decoder trunk: anything taking ``input_ids``,
+    ``attention_mask``, ``past_key_values``, ``position_ids`` and ``use_cache``.
+
+    Returns:
+        ``(prefix_out, out, ids, keep, owner)``: the prompts' output (batch B, left-padded, so
+        index ``[:, -1]`` is each prompt's last token), the continuations' output (batch C = all
+        continuations in order), their ids ``[C, W]``, the mask of real positions ``[C, W]`` and
+        ``owner [C]``, the prompt index of each continuation.
+    """
+    device = next(module.parameters()).device
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuation lists")
+    lengths = [len(p) for p in prompts]
+    n = max(lengths)
+    prefix_ids = torch.full((len(prompts), n), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        prefix_ids[b, n - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        prefix_mask[b, n - len(p) :] = 1
+    prefix_positions = (prefix_mask.cumsum(1) - 1).clamp(min=0)
+    padded = min(lengths) < n
+    prefix_out = module(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device) if padded else None,
+        position_ids=prefix_positions.to(device),
+        use_cache=True,
+    )
+    cache = prefix_out.past_key_values
+    owner = torch.tensor([b for b, conts in enumerate(continuations) for _ in conts], dtype=torch.long)
+    flat = [c for conts in continuations for c in conts]
+    if len(prompts) == 1:
+        cache.batch_repeat_interleave(len(flat))
+    else:
+        cache.batch_select_indices(owner.to(device))
+    width = max(map(len, flat))
+    ids = torch.full((len(flat), width), pad_id, dtype=torch.long)
+    keep = torch.zeros((len(flat), width), dtype=torch.bool)
+    for i, c in enumerate(flat):
+        ids[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+        keep[i, : len(c)] = True
+    mask = torch.cat([prefix_mask[owner], keep.long()], dim=1)
+    positions = torch.tensor(lengths, dtype=torch.long)[owner, None] + torch.arange(width)
+    ids, keep, owner = ids.to(device), keep.to(device), owner.to(device)
+    out = module(
+        input_ids=ids,
+        attention_mask=mask.to(device),
+        past_key_values=cache,
+        position_ids=positions.to(device),
+        use_cache=False,
+    )
+    return prefix_out, out, ids, keep, owner
+
+
 def shared_prefix_forward(module, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
     """Run one prompt once and K continuations of it against its KV cache, in one padded batch.
 
-    ``module`` is a causal LM or its decoder trunk: anything taking ``input_ids``, ``attention_mask``,
-    ``past_key_values``, ``position_ids`` and ``use_cache``. Continuations are right-padded; padded
-    positions are masked out and never influence real ones.
+    The one-prompt case of :func:`shared_prefix_forward_batch`.
 
     Returns:
         ``(prefix_out, out, ids, keep)``: the prompt's output (batch 1), the continuations' output
         (batch K), their ids ``[K, W]`` and the mask of real (non-pad) positions ``[K, W]``.
     """
-    device = next(module.parameters()).device
-    k, n = len(continuations), len(prompt)
-    prefix_out = module(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True)
-    cache = prefix_out.past_key_values
-    cache.batch_repeat_interleave(k)
-    width = max(map(len, continuations))
-    ids = torch.full((k, width), pad_id, device=device)
-    keep = torch.zeros((k, width), dtype=torch.bool, device=device)
-    for i, c in enumerate(continuations):
-        ids[i, : len(c)] = torch.tensor(list(c), device=device)
-        keep[i, : len(c)] = True
-    mask = torch.cat([torch.ones((k, n), dtype=torch.long, device=device), keep.long()], dim=1)
-    positions = torch.arange(n, n + width, device=device).expand(k, -1)
-    out = module(
-        input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=False
-    )
+    prefix_out, out, ids, keep, _ = shared_prefix_forward_batch(module, [prompt], [continuations], pad_id)
     return prefix_out, out, ids, keep
+
+
+def score_continuations_batch(
+    model,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+) -> list[torch.Tensor]:
+    """Log-likelihood of each prompt's continuations, all prompts and continuations in two forwards.
+
+    Returns one float tensor per prompt, ``[K_b]``: Σ_j log p(c_j | prompt_b, c_<j).
+    """
+    prefix_out, out, ids, keep, owner = shared_prefix_forward_batch(model, prompts, continuations, pad_id)
+    first = prefix_out.logits[:, -1].float().log_softmax(-1)[owner]  # [C, V]: each first token
+    lp = torch.cat([first[:, None], out.logits.float()[:, :-1].log_softmax(-1)], dim=1)  # [C, W, V]
+    token_lp = lp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return list((token_lp * keep).sum(-1).split([len(c) for c in continuations]))
 
 
 def score_continuations(model, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
@@ -269,9 +367,4 @@ def score_continuations(model, prompt: Sequence[int], continuations: Sequence[Se
     Returns:
         A float tensor ``[K]``: Σ_j log p(c_j | prompt, c_<j).
     """
-    prefix_out, out, ids, keep = shared_prefix_forward(model, prompt, continuations, pad_id)
-    k = len(continuations)
-    first = prefix_out.logits[0, -1].float().log_softmax(-1)  # [V]: each continuation's first token
-    lp = torch.cat([first.expand(k, 1, -1), out.logits.float()[:, :-1].log_softmax(-1)], dim=1)  # [K, W, V]
-    token_lp = lp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    return (token_lp * keep).sum(-1)
+    return score_continuations_batch(model, [prompt], [continuations], pad_id)[0]
