@@ -145,3 +145,93 @@ def test_inverse_collate_and_step_read_next_scores():
     # r̂ = [2 − 0.5·1, −3 (terminal), 0.5 − 0.5·4]
     torch.testing.assert_close(probs, torch.sigmoid(torch.tensor([1.5, -3.0, -1.5])))
     assert labels.tolist() == [1.0, 0.0, 0.0]
+
+
+def _state(n_history: int, observation: str) -> State:
+    history = tuple(Turn(f"You see a drawer {i}.", f"open drawer {i}") for i in range(n_history))
+    return State(
+        task="put a clean mug in cabinet.",
+        observation=observation,
+        admissible_commands=("take mug 1 from countertop 1", "go to cabinet 1", "look", "inventory"),
+        history=history,
+        game_id="g",
+        turn=n_history,
+    )
+
+
+def _pair_batches(prm: PRMModule):
+    """Relative pairs at states of different lengths (two pairs share a state): the collated batch
+    with its shared prefixes, and the same batch of whole sequences only."""
+    states = [
+        _state(0, "You arrive at countertop 1."),
+        _state(3, "On the countertop 1, you see a mug 1, and a apple 2."),
+        _state(1, "You are in the middle of a room."),
+    ]
+    picks = [(0, 1), (2, 3), (1, 0), (3, 2)]
+    examples = []
+    for k, (a, b) in enumerate(picks):
+        state = states[min(k, 2)]  # the last two pairs share the third state
+        responses = [prm.renderer.response("", state.admissible_commands[i]) for i in (a, b)]
+        seqs = tuple(tuple(p + r) for p, r in (prm.encode(state, x) for x in responses))
+        examples.append(PRMExample(seqs, 1.0, state.game_id, state.key()))
+    pad = prm.tokenizer.pad_token_id
+    return collate_prm(examples, pad), collate_prm(examples, pad, share_prefix=False)
+
+
+def test_shared_prefix_training_scores_and_gradients_equal_whole_sequences():
+    """Each pair's state runs once (one left-padded prefix batch, the responses against its KV cache):
+    scores, the Bradley–Terry loss and the gradients equal those of the whole sequences."""
+    torch.manual_seed(0)
+    prm = PRMModule("tiny", loss="relative", head_init_std=1.0).train()
+    shared, whole = _pair_batches(prm)
+    assert "prefix_ids" not in whole and shared["prefix_ids"].shape[0] == 3  # three states, eight sequences
+    lengths = shared["prefix_mask"].sum(1)
+    assert len(set(lengths.tolist())) == 3  # prefixes of different lengths: left padding is exercised
+    assert shared["prefix_index"].tolist() == [0, 0, 1, 1, 2, 2, 2, 2]
+    laid_out = shared["prefix_mask"].sum() + shared["continuation_mask"].sum()
+    assert laid_out < whole["attention_mask"].sum()  # each state's tokens once
+
+    params = {
+        "head": prm.head.weight,
+        "embed": prm.trunk.embed_tokens.weight,
+        "q_proj.0": prm.trunk.layers[0].self_attn.q_proj.weight,
+        "down_proj.-1": prm.trunk.layers[-1].mlp.down_proj.weight,
+    }
+    results = []
+    for batch in (whole, shared):
+        prm.zero_grad()
+        scores = prm.batch_scores(batch)
+        loss, *_ = prm._step(batch)
+        loss.backward()
+        results.append((scores.detach(), loss.detach(), {k: p.grad.clone() for k, p in params.items()}))
+    (s_whole, l_whole, g_whole), (s_shared, l_shared, g_shared) = results
+    assert s_whole.std() > 1e-3
+    torch.testing.assert_close(s_shared, s_whole, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(l_shared, l_whole, rtol=1e-4, atol=1e-4)
+    for k in params:
+        assert g_whole[k].abs().max() > 0, k
+        torch.testing.assert_close(g_shared[k], g_whole[k], rtol=1e-4, atol=1e-4, msg=k)
+
+
+def test_shared_prefix_batch_groups_sequences_by_state():
+    """Sequences of one state share their common prefix; other states' rows and 1-token rows do not."""
+    from agentprm.data import shared_prefix_batch
+
+    examples = [
+        PRMExample(((1, 2, 3, 4), (1, 2, 3, 5, 6)), 1.0, state_key="s"),  # a pair: prefix 1 2 3
+        PRMExample(((7, 8, 9),), 0.5, state_key="t"),  # alone: all but its last token
+        PRMExample(((1, 2, 7),), 0.5, state_key="s"),  # the pair's state again: prefix cut to 1 2
+    ]
+    batch = shared_prefix_batch(examples, pad_id=0)
+    assert batch["prefix_ids"].tolist() == [[1, 2], [7, 8]]  # left-padded (none needed here)
+    assert batch["prefix_index"].tolist() == [0, 0, 1, 0]  # in the order of the sequences
+    assert batch["continuation_ids"].tolist() == [[3, 4, 0], [3, 5, 6], [9, 0, 0], [7, 0, 0]]
+    assert batch["continuation_mask"].sum(1).tolist() == [2, 3, 1, 1]
+    # InversePRM transitions: s and s' are different states, so nothing is shared
+    inverse = [PRMExample(((1, 2, 3), (1, 2, 4)), 1.0, state_key="s", state_keys=("s", "s2"))]
+    assert shared_prefix_batch(inverse, pad_id=0) == {}
+    assert shared_prefix_batch([PRMExample(((1, 2), (1,)), state_key="s")], pad_id=0) == {}  # 1-token row
+    pairs = [PRMExample(((5, 6, 1), (5, 6, 2))), PRMExample(((4, 3, 2, 1), (4, 3, 2, 9)))]  # no state keys
+    left = shared_prefix_batch(pairs, pad_id=0)
+    assert left["prefix_ids"].tolist() == [[0, 5, 6], [4, 3, 2]]
+    assert left["prefix_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]

@@ -31,6 +31,7 @@ __all__ = [
     "collate_sft",
     "read_trajectories",
     "sft_examples",
+    "shared_prefix_batch",
     "spread",
 ]
 
@@ -295,20 +296,35 @@ def read_trajectories(sources: Sequence[str]) -> list[Trajectory]:
 
 @dataclass(frozen=True)
 class PRMExample:
-    """One scored sequence (absolute) or a chosen/rejected pair of sequences (relative)."""
+    """One scored sequence (absolute), a chosen/rejected pair (relative) or a transition (inverse).
+
+    ``state_keys`` is the key of each sequence's state where they differ (InversePRM's s and s');
+    empty: every sequence is of the example's ``state_key`` (or, without one, of one unnamed state).
+    Sequences of one state share their state's tokens, which :func:`collate_prm` lays out once.
+    """
 
     sequences: tuple[tuple[int, ...], ...]
     target: float = 0.0
     game_id: str = ""
     state_key: str = ""
+    state_keys: tuple[str, ...] = ()
 
 
-def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_prm(
+    examples: Sequence[PRMExample], pad_id: int, share_prefix: bool = True
+) -> dict[str, torch.Tensor]:
     """Right-padded batch of every sequence (pairs flattened as chosen, rejected, …).
 
     Returns ``input_ids``, ``attention_mask``, ``score_index`` (each sequence's last token: the
     end of the assistant turn), ``target`` and ``num_sequences`` (one per example: 1 for absolute
     and terminal InversePRM rows, 2 for pairs and (s, a), (s', a') transitions).
+
+    With ``share_prefix``, when sequences of one state (a pair's, or rows of the same state key)
+    share a token prefix, the batch also lays each shared prefix out once (see
+    :func:`shared_prefix_batch`): ``prefix_ids``/``prefix_mask`` ``[G, P]`` (left-padded),
+    ``continuation_ids``/``continuation_mask`` ``[N, C]`` (right-padded, in the order of
+    ``input_ids``) and ``prefix_index`` ``[N]``; sequence n is ``prefix_ids[prefix_index[n]]`` (its
+    real tokens) followed by ``continuation_ids[n]``.
     """
     seqs = [s for e in examples for s in e.sequences]
     width = max(map(len, seqs))
@@ -317,13 +333,78 @@ def collate_prm(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-    return {
+    batch = {
         "input_ids": ids,
         "attention_mask": mask,
         "score_index": torch.tensor([len(s) - 1 for s in seqs]),
         "target": torch.tensor([e.target for e in examples], dtype=torch.float32),
         "num_sequences": torch.tensor([len(e.sequences) for e in examples]),
         "state_key": [e.state_key for e in examples],
+    }
+    if share_prefix:
+        batch.update(shared_prefix_batch(examples, pad_id))
+    return batch
+
+
+def _common_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of ``seqs``."""
+    first, n = seqs[0], min(map(len, seqs))
+    for other in seqs[1:]:
+        n = next((i for i in range(n) if other[i] != first[i]), n)
+    return n
+
+
+def shared_prefix_batch(examples: Sequence[PRMExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """The sequences of ``examples`` as shared prefixes and continuations; empty when nothing is shared.
+
+    Sequences are grouped by state (``state_keys``, else the example's ``state_key``, else the
+    example); a group's prefix is its sequences' longest common prefix, cut so that every
+    continuation keeps at least one token (the scored last token). A sequence alone in its group,
+    or in a group without a common prefix, is a prefix of all but its last token. Nothing is
+    returned when no prefix token would be saved or some prefix would be empty (a 1-token sequence).
+    """
+    groups: dict[tuple, list[int]] = {}
+    seqs: list[tuple[int, ...]] = []
+    for i, e in enumerate(examples):
+        for j, s in enumerate(e.sequences):
+            key = e.state_keys[j] if e.state_keys else e.state_key
+            groups.setdefault(("state", key) if key else ("example", i), []).append(len(seqs))
+            seqs.append(s)
+    prefix_of = [0] * len(seqs)
+    cut = [0] * len(seqs)
+    prefixes: list[tuple[int, ...]] = []
+    saved = 0
+    for members in groups.values():
+        n = min(_common_length([seqs[m] for m in members]), min(len(seqs[m]) for m in members) - 1)
+        parts = [members] if len(members) > 1 and n > 0 else [[m] for m in members]
+        for part in parts:
+            length = n if len(part) > 1 else len(seqs[part[0]]) - 1
+            if length < 1:
+                return {}
+            saved += (len(part) - 1) * length
+            for m in part:
+                prefix_of[m], cut[m] = len(prefixes), length
+            prefixes.append(seqs[part[0]][:length])
+    if saved == 0:
+        return {}
+    conts = [s[c:] for s, c in zip(seqs, cut, strict=True)]
+    p_width, c_width = max(map(len, prefixes)), max(map(len, conts))
+    prefix_ids = torch.full((len(prefixes), p_width), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prefixes), p_width), dtype=torch.long)
+    for g, p in enumerate(prefixes):  # left-padded: every prefix ends at the last column
+        prefix_ids[g, p_width - len(p) :] = torch.tensor(p)
+        prefix_mask[g, p_width - len(p) :] = 1
+    cont_ids = torch.full((len(conts), c_width), pad_id, dtype=torch.long)
+    cont_mask = torch.zeros((len(conts), c_width), dtype=torch.long)
+    for n, c in enumerate(conts):
+        cont_ids[n, : len(c)] = torch.tensor(c)
+        cont_mask[n, : len(c)] = 1
+    return {
+        "prefix_ids": prefix_ids,
+        "prefix_mask": prefix_mask,
+        "continuation_ids": cont_ids,
+        "continuation_mask": cont_mask,
+        "prefix_index": torch.tensor(prefix_of),
     }
 
 
@@ -439,7 +520,7 @@ class PRMDataModule(LightningDataModule):
             if max(map(len, seqs)) > self.hparams.max_length:
                 self.skipped_too_long += 1
                 continue
-            out.append(PRMExample(seqs, value, game, key))
+            out.append(PRMExample(seqs, value, game, key, tuple(state.key() for state, _ in pairs)))
         return out
 
     def _experts(self) -> list[Trajectory]:

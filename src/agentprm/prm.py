@@ -163,6 +163,59 @@ class PRMModule(LightningModule):
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), score_index]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
 
+    def forward_shared(
+        self, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index
+    ) -> torch.Tensor:
+        """Scores ``[N]`` of sequences that share prefixes, each prefix run once (differentiable).
+
+        Sequence n is the real tokens of ``prefix_ids[prefix_index[n]]`` followed by those of
+        ``continuation_ids[n]`` (the layout of :func:`agentprm.data.shared_prefix_batch`). The
+        left-padded prefixes ``[G, P]`` run as one batch into a KV cache; every continuation (right-
+        padded, ``[N, C]``) runs against its prefix's rows of that cache, its positions continuing
+        the prefix's real length and the prefix's padding masked out. Gradients flow through the
+        cache into the prefixes; the scores equal :meth:`forward` on the whole sequences.
+        """
+        lengths = prefix_mask.sum(1)
+        padded = bool((lengths < prefix_mask.shape[1]).any())
+        prefix = self.trunk(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask if padded else None,
+            position_ids=(prefix_mask.cumsum(1) - 1).clamp_min(0),
+            use_cache=True,
+        )
+        cache = prefix.past_key_values
+        cache.batch_select_indices(prefix_index)  # each continuation's copy of its prefix's keys/values
+        width = continuation_ids.shape[1]
+        positions = lengths[prefix_index, None] + torch.arange(width, device=lengths.device)
+        mask = torch.cat([prefix_mask[prefix_index], continuation_mask], dim=1)
+        hidden = self.trunk(
+            input_ids=continuation_ids,
+            attention_mask=mask,
+            past_key_values=cache,
+            position_ids=positions,
+            use_cache=False,
+        ).last_hidden_state
+        last = continuation_mask.sum(1) - 1
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+
+    def batch_scores(self, batch) -> torch.Tensor:
+        """Scores ``[N]`` of a :func:`~agentprm.data.collate_prm` batch, in the order of its sequences.
+
+        Shared prefixes (when the batch lays them out) run once through :meth:`forward_shared`,
+        except under gradient checkpointing, which drops the KV cache in training; otherwise the
+        whole sequences run through :meth:`forward`.
+        """
+        if "prefix_ids" in batch and not (self.training and self.hparams.gradient_checkpointing):
+            return self.forward_shared(
+                batch["prefix_ids"],
+                batch["prefix_mask"],
+                batch["continuation_ids"],
+                batch["continuation_mask"],
+                batch["prefix_index"],
+            )
+        return self(batch["input_ids"], batch["attention_mask"], batch["score_index"])
+
     def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids (through the end-of-turn token) of one (state, response)."""
         prompt = chat_ids(self.tokenizer, self.renderer, state)
@@ -185,7 +238,7 @@ class PRMModule(LightningModule):
 
     # -- training -----------------------------------------------------------------------------
     def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        scores = self(batch["input_ids"], batch["attention_mask"], batch["score_index"]).float()
+        scores = self.batch_scores(batch).float()
         if self.hparams.loss == "absolute":
             target = batch["target"].float()
             loss = losses.soft_bce(scores, target, batch.get("weight"))
