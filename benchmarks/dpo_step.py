@@ -13,8 +13,8 @@ admissible-command responses to it, tokenized as ``OnlineDPOModule._logps`` does
 
 - Ours: ``OnlineDPOModule`` — its real ``training_step`` (``_logps`` of chosen and rejected on the
   policy and of every sample of the state on the reference, here the same two as a fixed pair has
-  k = 2 samples; ``_logps`` is ``sequence_logps_shared``: each pair's prompt runs once and chosen
-  and rejected continue from its KV cache; ``losses.dpo``; the metrics it logs, the KL estimate
+  k = 2 samples; ``_logps`` is ``sequence_logps_shared_batch``: the batch's prompts run once, chosen
+  and rejected continue from their KV cache; ``losses.dpo``; the metrics it logs, the KL estimate
   from the samples' ``logprob``, set to 0 here) and its real
   ``configure_optimizers`` — driven by a real ``lightning.Trainer`` (``precision="32-true"``,
   ``gradient_clip_val=1.0``, as ``configs/policy/quickstart.yaml``). Only sampling and PRM scoring,
@@ -171,7 +171,7 @@ def _ours(model_dir: Path, scored, tokens, size: int, warmup: int, steps: int, l
             if batch_idx == 0:  # log-probabilities at the initial weights, to compare with TRL's
                 with torch.no_grad():
                     logps = torch.stack(
-                        [pl_module._logps(pl_module.model, s, (s.chosen, s.rejected)) for s in batch]
+                        pl_module._logps(pl_module.model, batch, [(s.chosen, s.rejected) for s in batch])
                     )
                 self.first_logps = logps.mean(0).tolist()
             self.tokens.append(sum(_pair_tokens(tokens[batch_idx * size + i]) for i in range(len(batch))))

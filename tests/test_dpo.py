@@ -11,7 +11,13 @@ from lightning.pytorch import Trainer
 
 from agentprm.backbone import LoraSettings, load_causal_lm
 from agentprm.cli import main
-from agentprm.dpo import OnlineDPOModule, PolicyDataModule, policy_states, sequence_logps_shared
+from agentprm.dpo import (
+    OnlineDPOModule,
+    PolicyDataModule,
+    policy_states,
+    sequence_logps_shared,
+    sequence_logps_shared_batch,
+)
 from agentprm.prm import PRMModule
 from agentprm.records import read_jsonl
 from agentprm.sampling import chat_ids, response_ids, score_continuations
@@ -52,7 +58,7 @@ def test_sequence_logps_shared_equals_full_sequences(random_prm, scripted_rollou
     prompt = chat_ids(module.tokenizer, module.renderer, state)
     texts = [module.renderer.response("", c) for c in state.admissible_commands[:3]]
     suffixes = [response_ids(module.tokenizer, module.renderer, state, prompt, t) for t in texts]
-    shared, _, _ = sequence_logps_shared(module.model, prompt, suffixes, module.tokenizer.pad_token_id)
+    shared = sequence_logps_shared(module.model, prompt, suffixes, module.tokenizer.pad_token_id)
     with torch.no_grad():
         alone = torch.stack(
             [
@@ -62,6 +68,32 @@ def test_sequence_logps_shared_equals_full_sequences(random_prm, scripted_rollou
         )
     torch.testing.assert_close(shared.detach(), alone, rtol=1e-4, atol=1e-4)
     assert shared.requires_grad  # the policy's log-probs carry gradients through the shared prompt
+
+
+def test_batched_logps_equal_each_state_alone_with_gradients(random_prm, scripted_rollouts):
+    """States of different prompt lengths in one forward: same log-probs and gradients as alone."""
+    module = OnlineDPOModule("tiny", prm=str(random_prm))
+    states = policy_states(read_jsonl(scripted_rollouts / "rollouts.jsonl"))[:5]
+    pad = module.tokenizer.pad_token_id
+    prompts = [chat_ids(module.tokenizer, module.renderer, s) for s in states]
+    assert len({len(p) for p in prompts}) > 1
+    conts = [
+        [
+            response_ids(module.tokenizer, module.renderer, s, p, module.renderer.response("", c))
+            for c in s.admissible_commands[:3]
+        ]
+        for s, p in zip(states, prompts, strict=True)
+    ]
+    weight = module.model.get_input_embeddings().weight
+    together = sequence_logps_shared_batch(module.model, prompts, conts, pad)
+    torch.cat(together).sum().backward()
+    grad_together = weight.grad.clone()
+    weight.grad = None
+    alone = [sequence_logps_shared(module.model, p, c, pad) for p, c in zip(prompts, conts, strict=True)]
+    torch.cat(alone).sum().backward()
+    for t, a in zip(together, alone, strict=True):
+        torch.testing.assert_close(t, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad_together, weight.grad, rtol=1e-3, atol=1e-5)
 
 
 def test_pairs_are_best_and_worst_and_ties_are_dropped(random_prm, scripted_rollouts):

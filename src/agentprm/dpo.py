@@ -29,9 +29,23 @@ from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenize
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Trajectory
-from agentprm.sampling import HFSampler, Sample, SamplingMode, chat_ids, response_ids, shared_prefix_forward
+from agentprm.sampling import (
+    HFSampler,
+    Sample,
+    SamplingMode,
+    chat_ids,
+    response_ids,
+    shared_prefix_forward_batch,
+)
 
-__all__ = ["OnlineDPOModule", "PolicyDataModule", "ScoredState", "policy_states", "sequence_logps_shared"]
+__all__ = [
+    "OnlineDPOModule",
+    "PolicyDataModule",
+    "ScoredState",
+    "policy_states",
+    "sequence_logps_shared",
+    "sequence_logps_shared_batch",
+]
 
 Reference = Literal["auto", "adapters", "copy"]
 
@@ -68,17 +82,30 @@ class ScoredState:
         }
 
 
+def sequence_logps_shared_batch(
+    model,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+) -> list[torch.Tensor]:
+    """Σ log π(c | prompt_b) of each prompt's continuations, differentiable, in two forwards.
+
+    Every prompt runs once (left-padded together, KV cache), all continuations in one batch against
+    it; gradients flow through the prompts. Returns one tensor ``[K_b]`` per prompt.
+    """
+    prefix_out, out, ids, keep, owner = shared_prefix_forward_batch(model, prompts, continuations, pad_id)
+    first = prefix_out.logits[:, -1:].float()[owner]  # predicts each continuation's first token
+    logits = torch.cat([first, out.logits[:, :-1].float()], dim=1)
+    token_lp = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * keep
+    return list(token_lp.sum(-1).split([len(c) for c in continuations]))
+
+
 def sequence_logps_shared(model, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
     """Σ log π(c | prompt) of each continuation, the prompt run once (KV cache), differentiable.
 
-    Returns ``(logps [K], token_logps [K, W], keep [K, W])``.
+    The one-prompt case of :func:`sequence_logps_shared_batch`; returns ``[K]``.
     """
-    prefix_out, out, ids, keep = shared_prefix_forward(model, prompt, continuations, pad_id)
-    k = len(continuations)
-    first = prefix_out.logits[:, -1:].float().expand(k, -1, -1)  # predicts each continuation's first token
-    logits = torch.cat([first, out.logits[:, :-1].float()], dim=1)
-    token_lp = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * keep
-    return token_lp.sum(-1), token_lp, keep
+    return sequence_logps_shared_batch(model, [prompt], [continuations], pad_id)[0]
 
 
 class OnlineDPOModule(LightningModule):
@@ -226,13 +253,24 @@ class OnlineDPOModule(LightningModule):
         return (self.hparams.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
 
     # -- training -----------------------------------------------------------------------------
-    def _logps(self, model, scored: ScoredState, which: Sequence[int]) -> torch.Tensor:
-        """log π(y | s) of the samples ``which`` of one state, the prompt computed once."""
-        prompt = chat_ids(self.tokenizer, self.renderer, scored.state)
-        texts = [scored.samples[i].text for i in which]
-        suffixes = [response_ids(self.tokenizer, self.renderer, scored.state, prompt, t) for t in texts]
-        logps, _, _ = sequence_logps_shared(model, prompt, suffixes, self.tokenizer.pad_token_id)
-        return logps
+    def _logps(
+        self, model, scored: Sequence[ScoredState], which: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        """log π(y | s) of the samples ``which[b]`` of each state, every prompt computed once.
+
+        All states go through ``model`` together: one forward for the prompts, one for the responses.
+        """
+        prompts, suffixes = [], []
+        for s, picks in zip(scored, which, strict=True):
+            prompt = chat_ids(self.tokenizer, self.renderer, s.state)
+            prompts.append(prompt)
+            suffixes.append(
+                [
+                    response_ids(self.tokenizer, self.renderer, s.state, prompt, s.samples[i].text)
+                    for i in picks
+                ]
+            )
+        return sequence_logps_shared_batch(model, prompts, suffixes, self.tokenizer.pad_token_id)
 
     def training_step(self, batch: list[State], batch_idx: int):
         scored = self.score_states(batch, self._step_seed())
@@ -245,12 +283,12 @@ class OnlineDPOModule(LightningModule):
             # Every state tied: a zero loss that still touches every trainable weight, so that
             # all ranks take part in the gradient all-reduce.
             return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
-        policy = torch.stack([self._logps(self.model, s, (s.chosen, s.rejected)) for s in pairs])
+        policy = torch.stack(self._logps(self.model, pairs, [(s.chosen, s.rejected) for s in pairs]))
         # The reference scores every sample of a paired state (one pass): chosen and rejected for
         # the loss, all k for the KL estimate on what the policy actually sampled.
         with torch.no_grad(), self.reference_context():
             ref_model = self.model if self.reference_model is None else self.reference_model
-            ref_all = [self._logps(ref_model, s, range(len(s.samples))) for s in pairs]
+            ref_all = self._logps(ref_model, pairs, [range(len(s.samples)) for s in pairs])
         ref = torch.stack([r[[s.chosen, s.rejected]] for r, s in zip(ref_all, pairs, strict=True)])
         sampled = torch.tensor([x.logprob for s in pairs for x in s.samples], dtype=torch.float32)
         h = self.hparams
