@@ -235,3 +235,11 @@ def test_shared_prefix_batch_groups_sequences_by_state():
     left = shared_prefix_batch(pairs, pad_id=0)
     assert left["prefix_ids"].tolist() == [[0, 5, 6], [4, 3, 2]]
     assert left["prefix_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_gradient_checkpointing_scores_whole_sequences():
+    """Checkpointed layers drop the KV cache in training, so the shared layout is not used there."""
+    torch.manual_seed(0)
+    prm = PRMModule("tiny", loss="relative", head_init_std=1.0, gradient_checkpointing=True).train()
+    shared, whole = _pair_batches(prm)
+    torch.testing.assert_close(prm.batch_scores(shared), prm.batch_scores(whole), rtol=1e-4, atol=1e-4)
