@@ -13,7 +13,7 @@ import torch
 
 from agentprm.backbone import load_causal_lm, load_tokenizer
 from agentprm.cli import main
-from agentprm.data import collate_sft, sft_examples, spread
+from agentprm.data import LengthGroupedSampler, collate_sft, sft_examples, spread
 from agentprm.envs.alfworld import AlfWorldEnv
 from agentprm.prompts import Renderer
 from agentprm.records import read_jsonl
@@ -59,6 +59,28 @@ def test_sft_masks_everything_but_the_response(demos):
         assert tok.decode(labelled, skip_special_tokens=True).strip().startswith("ACTION:")
         assert labelled[-1] == tok.eos_token_id
     assert batch["attention_mask"].sum().item() == sum(len(e.input_ids) for e in examples[:4])
+
+
+def test_length_grouped_batches_pad_less_and_cover_every_example_each_epoch(demos):
+    tok = load_tokenizer("tiny")
+    renderer = Renderer("compact", history_window=1, response_format="action")
+    examples, _ = sft_examples(demos, tok, renderer, max_length=512)
+    lengths = [len(e.input_ids) for e in examples]
+    sampler = LengthGroupedSampler(lengths, batch_size=4, seed=0, window=8)
+
+    def padded(order):  # tokens of the batches a DataLoader(batch_size=4) cuts from the order
+        return sum(
+            max(lengths[i] for i in order[k : k + 4]) * len(order[k : k + 4]) for k in range(0, len(order), 4)
+        )
+
+    first = list(sampler)
+    assert sorted(first) == list(range(len(examples)))  # a permutation: every example once
+    assert first == list(sampler)  # same seed and epoch, same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == sorted(first) and second != first
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    assert padded(first) - sum(lengths) < 0.5 * (padded(shuffled) - sum(lengths))
 
 
 def test_spread_keeps_every_task_type():
