@@ -8,6 +8,9 @@ implied reward Q(s, a) − γ·Q(s', a') of expert and learner transitions) come
 
 :meth:`PRMModule.score` scores N candidate responses of one state with the state computed once:
 the prompt runs through the trunk a single time and its KV cache is shared by every candidate.
+Training does the same per batch: where sequences share a state (a pair's chosen and rejected,
+rows of one state), :func:`~agentprm.data.collate_prm` lays the state out once and
+:meth:`PRMModule.forward_shared` runs it once, gradients flowing through its KV cache.
 """
 
 from __future__ import annotations
