@@ -146,7 +146,9 @@ class SFTDataModule(LightningDataModule):
         batch_size: Sequences per batch.
         max_length: Longest sequence in tokens; longer ones are skipped and counted.
         group_by_length: Batch training sequences of similar length together
-            (:class:`LengthGroupedSampler`; about 23% fewer padded tokens on the built-in games).
+            (:class:`LengthGroupedSampler`): about 23% fewer padded tokens on the built-in games,
+            but there similar lengths mean similar turns, and the tiny model learned slower per
+            step (held-out loss 0.53 vs 0.40 after 2 epochs, one run each), so it is off by default.
         num_workers: DataLoader workers.
         seed: Seed of the game split.
     """
@@ -163,7 +165,7 @@ class SFTDataModule(LightningDataModule):
         val_fraction: float = 0.1,
         batch_size: int = 16,
         max_length: int = 1024,
-        group_by_length: bool = True,
+        group_by_length: bool = False,
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
