@@ -4,7 +4,9 @@ N responses to one long state (~1k tokens: a real built-in game's observations a
 are scored three ways with the same PRMModule (same trunk, same head, eval mode, no gradients):
 
 - ours: ``PRMModule.score(state, responses)`` — the prompt runs through the trunk once and the N
-  responses run against its KV cache (``sampling.shared_prefix_forward``);
+  responses run against its KV cache (``sampling.shared_prefix_forward_batch``). The N responses
+  are distinct (``REASON: option i`` + a command), so scoring a repeated response once, which
+  ``score`` also does, saves nothing here;
 - batched: the N full (state, response) sequences, right-padded, in one ``PRMModule.forward``;
 - one by one: each full sequence in its own ``PRMModule.forward``.
 
@@ -67,10 +69,13 @@ def run(quick: bool = False) -> list[dict]:
     else:
         model_dir = common.bench_model(hidden=256, layers=4, heads=4, intermediate=704)
         n, target, repeats = 16, 1000, 5
-    prm = PRMModule(model=str(model_dir), loss="relative", history_window=None).eval()
+    prm = PRMModule(
+        model=str(model_dir), loss="relative", history_window=None, response_format="reason_action"
+    ).eval()
     state = long_state(prm.tokenizer, prm.renderer, target)
     commands = list(state.admissible_commands)
-    responses = [prm.renderer.response("", commands[i % len(commands)]) for i in range(n)]
+    responses = [prm.renderer.response(f"option {i}", commands[i % len(commands)]) for i in range(n)]
+    assert len(set(responses)) == n
 
     def ours() -> torch.Tensor:
         return prm.score(state, responses)

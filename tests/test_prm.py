@@ -47,6 +47,42 @@ def test_shared_prefix_scores_equal_scoring_each_pair_alone():
     torch.testing.assert_close(shared, alone.float(), rtol=1e-4, atol=1e-4)
 
 
+def test_score_batch_equals_each_state_alone_and_scores_repeats_once():
+    torch.manual_seed(0)
+    prm = PRMModule("tiny", head_init_std=1.0, history_window=4)
+    states = [
+        State(
+            task="put a clean mug in cabinet.",
+            observation=f"You arrive at drawer {k}. The drawer {k} is closed.",
+            admissible_commands=("open drawer 1", "go to cabinet 1", "look", "take mug 1 from drawer 1"),
+            history=tuple(Turn(f"You arrive at shelf {j}.", f"go to shelf {j}") for j in range(k)),
+            game_id=f"g{k}",
+            turn=k,
+        )
+        for k in (0, 3, 1)
+    ]
+    responses = [
+        [prm.renderer.response("", c) for c in s.admissible_commands[: 2 + k]] for k, s in enumerate(states)
+    ]
+    responses[1] = responses[1] + responses[1][:1] * 3  # a sample drawn four times
+    expected = []
+    for s, rs in zip(states, responses, strict=True):
+        examples = [PRMExample((tuple(p + r),)) for p, r in (prm.encode(s, x) for x in rs)]
+        batch = collate_prm(examples, prm.tokenizer.pad_token_id, share_prefix=False)
+        with torch.no_grad():
+            expected.append(
+                prm.eval()(batch["input_ids"], batch["attention_mask"], batch["score_index"]).float()
+            )
+    for limit in (1, 3, 256):  # states grouped into forwards of at most `limit` distinct responses
+        prm.max_score_rows = limit
+        got = prm.score_batch(states, responses)
+        assert [len(g) for g in got] == [2, 6, 4]
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+        assert len(set(got[1][[0, 3, 4, 5]].tolist())) == 1  # the repeats share one score
+    torch.testing.assert_close(prm.score(states[2], responses[2]), expected[2], rtol=1e-4, atol=1e-4)
+
+
 def _fit_prm(config: str, out: Path, epochs: int, *data_args: str) -> list[dict]:
     """``agentprm fit`` of a PRM config at test sizes; its metrics rows, after checking the
     training loss fell by more than 20% (last 3 logged steps against the first 3)."""

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import Trajectory, read_jsonl
-from agentprm.sampling import chat_ids, response_ids
+from agentprm.sampling import chat_ids, left_pad, response_ids, right_pad
 
 __all__ = [
     "EpisodeBatch",
@@ -433,17 +433,8 @@ def shared_prefix_batch(examples: Sequence[PRMExample], pad_id: int) -> dict[str
     if saved == 0:
         return {}
     conts = [s[c:] for s, c in zip(seqs, cut, strict=True)]
-    p_width, c_width = max(map(len, prefixes)), max(map(len, conts))
-    prefix_ids = torch.full((len(prefixes), p_width), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((len(prefixes), p_width), dtype=torch.long)
-    for g, p in enumerate(prefixes):  # left-padded: every prefix ends at the last column
-        prefix_ids[g, p_width - len(p) :] = torch.tensor(p)
-        prefix_mask[g, p_width - len(p) :] = 1
-    cont_ids = torch.full((len(conts), c_width), pad_id, dtype=torch.long)
-    cont_mask = torch.zeros((len(conts), c_width), dtype=torch.long)
-    for n, c in enumerate(conts):
-        cont_ids[n, : len(c)] = torch.tensor(c)
-        cont_mask[n, : len(c)] = 1
+    prefix_ids, prefix_mask = left_pad(prefixes, pad_id)
+    cont_ids, cont_mask = right_pad(conts, pad_id)
     return {
         "prefix_ids": prefix_ids,
         "prefix_mask": prefix_mask,

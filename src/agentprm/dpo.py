@@ -233,9 +233,10 @@ class OnlineDPOModule(LightningModule):
         """k samples per state from the current policy, scored by the PRM, with the pair picked."""
         h = self.hparams
         drawn = self.sampler(seed).sample(list(states), h.samples_per_state)
+        all_scores = self.prm.score_batch(list(states), [[s.text for s in samples] for samples in drawn])
         out = []
-        for state, samples in zip(states, drawn, strict=True):
-            scores = self.prm.score(state, [s.text for s in samples]).tolist()
+        for state, samples, state_scores in zip(states, drawn, all_scores, strict=True):
+            scores = state_scores.tolist()
             if h.non_stop_penalty is not None and h.mode == "generate":
                 done = [self._finished(s) for s in samples]
                 scores = [v if ok else h.non_stop_penalty for v, ok in zip(scores, done, strict=True)]

@@ -82,11 +82,9 @@ class EvaluationModule(RolloutModule):
         sampler, prm, n = self.sampler(batch_index), self.prm, self.best_of_n
 
         def choose(states: list[State], slots: list[int]) -> list[Sample]:
-            picks = []
-            for state, candidates in zip(states, sampler.sample(states, n), strict=True):
-                scores = prm.score(state, [c.text for c in candidates])
-                picks.append(candidates[int(scores.argmax())])
-            return picks
+            drawn = sampler.sample(states, n)
+            scores = prm.score_batch(states, [[c.text for c in candidates] for candidates in drawn])
+            return [c[int(v.argmax())] for c, v in zip(drawn, scores, strict=True)]
 
         return choose
 

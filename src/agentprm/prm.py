@@ -28,7 +28,13 @@ from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenize
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
-from agentprm.sampling import chat_ids, response_ids, shared_prefix_forward
+from agentprm.sampling import (
+    chat_ids,
+    prefix_cache_forward,
+    response_ids,
+    row_groups,
+    shared_prefix_forward_batch,
+)
 
 __all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
 
@@ -178,28 +184,11 @@ class PRMModule(LightningModule):
         the prefix's real length and the prefix's padding masked out. Gradients flow through the
         cache into the prefixes; the scores equal :meth:`forward` on the whole sequences.
         """
-        lengths = prefix_mask.sum(1)
-        padded = bool((lengths < prefix_mask.shape[1]).any())
-        prefix = self.trunk(
-            input_ids=prefix_ids,
-            attention_mask=prefix_mask if padded else None,
-            position_ids=(prefix_mask.cumsum(1) - 1).clamp_min(0),
-            use_cache=True,
+        _, out = prefix_cache_forward(
+            self.trunk, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index
         )
-        cache = prefix.past_key_values
-        cache.batch_select_indices(prefix_index)  # each continuation's copy of its prefix's keys/values
-        width = continuation_ids.shape[1]
-        positions = lengths[prefix_index, None] + torch.arange(width, device=lengths.device)
-        mask = torch.cat([prefix_mask[prefix_index], continuation_mask], dim=1)
-        hidden = self.trunk(
-            input_ids=continuation_ids,
-            attention_mask=mask,
-            past_key_values=cache,
-            position_ids=positions,
-            use_cache=False,
-        ).last_hidden_state
         last = continuation_mask.sum(1) - 1
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        picked = out.last_hidden_state[torch.arange(last.shape[0], device=last.device), last]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
 
     def batch_scores(self, batch) -> torch.Tensor:
@@ -224,20 +213,50 @@ class PRMModule(LightningModule):
         prompt = chat_ids(self.tokenizer, self.renderer, state)
         return prompt, response_ids(self.tokenizer, self.renderer, state, prompt, response)
 
+    max_score_rows = 256
+    """Distinct (state, response) rows scored in one forward by :meth:`score_batch`."""
+
     @torch.no_grad()
-    def score(self, state: State, responses: Sequence[str]) -> torch.Tensor:
-        """Scores ``[N]`` of N responses to one state, the state computed once (shared KV cache)."""
-        prompt = chat_ids(self.tokenizer, self.renderer, state)
-        suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
+    def score_batch(self, states: Sequence[State], responses: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Scores of each state's responses (``[N_b]`` per state), many states per forward.
+
+        Each state runs once (its KV cache shared by its responses) and a response repeated at a
+        state is scored once: sampled candidates often repeat. States are grouped into forwards of
+        at most :attr:`max_score_rows` distinct responses.
+        """
+        if len(states) != len(responses):
+            raise ValueError(f"{len(states)} states but {len(responses)} response lists")
+        items = []
+        for state, texts in zip(states, responses, strict=True):
+            if not texts:
+                raise ValueError(f"no responses to score at game {state.game_id} turn {state.turn}")
+            distinct = list(dict.fromkeys(texts))
+            prompt = chat_ids(self.tokenizer, self.renderer, state)
+            suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in distinct]
+            items.append((prompt, suffixes, [distinct.index(t) for t in texts]))
         was_training = self.training
         self.eval()
         try:
-            _, out, _, keep = shared_prefix_forward(self.trunk, prompt, suffixes, self.tokenizer.pad_token_id)
-            last = keep.sum(1) - 1  # each response's end-of-turn token
-            picked = out.last_hidden_state[torch.arange(len(suffixes), device=last.device), last]
-            return self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float()
+            distinct_scores: list[torch.Tensor] = []
+            for group in row_groups([len(suffixes) for _, suffixes, _ in items], self.max_score_rows):
+                chunk = [items[i] for i in group]
+                _, out, _, keep, _ = shared_prefix_forward_batch(
+                    self.trunk,
+                    [p for p, _, _ in chunk],
+                    [s for _, s, _ in chunk],
+                    self.tokenizer.pad_token_id,
+                )
+                last = keep.sum(1) - 1  # each response's end-of-turn token
+                picked = out.last_hidden_state[torch.arange(last.shape[0], device=last.device), last]
+                scores = self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float().cpu()
+                distinct_scores += scores.split([len(s) for _, s, _ in chunk])
         finally:
             self.train(was_training)
+        return [d[index] for d, (_, _, index) in zip(distinct_scores, items, strict=True)]
+
+    def score(self, state: State, responses: Sequence[str]) -> torch.Tensor:
+        """Scores ``[N]`` of N responses to one state, the state computed once (shared KV cache)."""
+        return self.score_batch([state], [responses])[0]
 
     # -- training -----------------------------------------------------------------------------
     def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:

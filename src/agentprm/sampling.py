@@ -29,7 +29,11 @@ __all__ = [
     "Sampler",
     "SamplingMode",
     "chat_ids",
+    "left_pad",
+    "prefix_cache_forward",
     "response_ids",
+    "right_pad",
+    "row_groups",
     "score_continuations",
     "score_continuations_batch",
     "shared_prefix_forward",
@@ -200,7 +204,7 @@ class HFSampler:
             suffixes = [response_ids(self.tokenizer, self.renderer, state, prompt, r) for r in responses]
             items.append((responses, prompt, suffixes))
         scores: list[torch.Tensor] = []
-        for group in _groups([len(suffixes) for _, _, suffixes in items], self.max_rows):
+        for group in row_groups([len(suffixes) for _, _, suffixes in items], self.max_rows):
             chunk = [items[i] for i in group]
             scores += score_continuations_batch(
                 self.model, [p for _, p, _ in chunk], [s for _, _, s in chunk], self.tokenizer.pad_token_id
@@ -225,7 +229,7 @@ class HFSampler:
         return result
 
 
-def _groups(sizes: Sequence[int], limit: int) -> list[list[int]]:
+def row_groups(sizes: Sequence[int], limit: int) -> list[list[int]]:
     """Consecutive index groups whose sizes sum to at most ``limit`` (a larger item is alone)."""
     groups: list[list[int]] = []
     total = 0
@@ -259,6 +263,62 @@ def response_ids(tokenizer, renderer: Renderer, state: State, prompt: list[int],
     return suffix[: suffix.index(eos) + 1] if eos in suffix else suffix
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` ``[B, W]`` with every sequence ending in the last column."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
+    return ids, mask
+
+
+def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` ``[B, W]`` with every sequence starting in the first column."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
+def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index):
+    """Run left-padded prefixes ``[G, P]`` once and continuations ``[N, C]`` against their cache.
+
+    Continuation n continues prefix ``prefix_index[n]``: it attends to that prefix's rows of the KV
+    cache (its padding masked out) and its positions continue the prefix's real length, so its
+    outputs equal running the whole sequence alone. Differentiable: gradients flow through the
+    cache into the prefixes. ``module`` is a causal LM or its decoder trunk (anything taking
+    ``input_ids``, ``attention_mask``, ``past_key_values``, ``position_ids`` and ``use_cache``).
+
+    Returns:
+        ``(prefix_out, out)``: the prefixes' output (index ``[:, -1]`` is each prefix's last token)
+        and the continuations'.
+    """
+    lengths = prefix_mask.sum(1)
+    padded = bool((lengths < prefix_mask.shape[1]).any())
+    prefix_out = module(
+        input_ids=prefix_ids,
+        attention_mask=prefix_mask if padded else None,
+        position_ids=(prefix_mask.cumsum(1) - 1).clamp_min(0),
+        use_cache=True,
+    )
+    cache = prefix_out.past_key_values
+    cache.batch_select_indices(prefix_index)  # each continuation's copy of its prefix's keys/values
+    positions = lengths[prefix_index, None] + torch.arange(continuation_ids.shape[1], device=lengths.device)
+    out = module(
+        input_ids=continuation_ids,
+        attention_mask=torch.cat([prefix_mask[prefix_index], continuation_mask], dim=1),
+        past_key_values=cache,
+        position_ids=positions,
+        use_cache=False,
+    )
+    return prefix_out, out
+
+
 def shared_prefix_forward_batch(
     module,
     prompts: Sequence[Sequence[int]],
@@ -267,62 +327,26 @@ def shared_prefix_forward_batch(
 ):
     """Run B prompts once and each prompt's continuations against its KV cache, in two forwards.
 
-    Prompts are left-padded to one width (their real tokens end in the last column, position ids
-    count real tokens only); the continuations of all prompts form one right-padded batch whose
-    rows attend to their own prompt's cache. Padded positions are masked out and never influence
-    real ones, so every score equals running that prompt alone.
-
-    ``module`` is a causal LM or its decoder trunk: anything taking ``input_ids``,
-    ``attention_mask``, ``past_key_values``, ``position_ids`` and ``use_cache``.
+    The token-list form of :func:`prefix_cache_forward`: prompts are left-padded to one width, the
+    continuations of all prompts form one right-padded batch, in order.
 
     Returns:
-        ``(prefix_out, out, ids, keep, owner)``: the prompts' output (batch B, left-padded, so
-        index ``[:, -1]`` is each prompt's last token), the continuations' output (batch C = all
-        continuations in order), their ids ``[C, W]``, the mask of real positions ``[C, W]`` and
-        ``owner [C]``, the prompt index of each continuation.
+        ``(prefix_out, out, ids, keep, owner)``: the prompts' output (batch B, index ``[:, -1]`` is
+        each prompt's last token), the continuations' output (batch C = all continuations in
+        order), their ids ``[C, W]``, the mask of real positions ``[C, W]`` (bool) and ``owner
+        [C]``, the prompt index of each continuation.
     """
-    device = next(module.parameters()).device
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuation lists")
-    lengths = [len(p) for p in prompts]
-    n = max(lengths)
-    prefix_ids = torch.full((len(prompts), n), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((len(prompts), n), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        prefix_ids[b, n - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-        prefix_mask[b, n - len(p) :] = 1
-    prefix_positions = (prefix_mask.cumsum(1) - 1).clamp(min=0)
-    padded = min(lengths) < n
-    prefix_out = module(
-        input_ids=prefix_ids.to(device),
-        attention_mask=prefix_mask.to(device) if padded else None,
-        position_ids=prefix_positions.to(device),
-        use_cache=True,
-    )
-    cache = prefix_out.past_key_values
+    device = next(module.parameters()).device
+    prefix_ids, prefix_mask = left_pad(prompts, pad_id)
+    ids, keep = right_pad([c for conts in continuations for c in conts], pad_id)
     owner = torch.tensor([b for b, conts in enumerate(continuations) for _ in conts], dtype=torch.long)
-    flat = [c for conts in continuations for c in conts]
-    if len(prompts) == 1:
-        cache.batch_repeat_interleave(len(flat))
-    else:
-        cache.batch_select_indices(owner.to(device))
-    width = max(map(len, flat))
-    ids = torch.full((len(flat), width), pad_id, dtype=torch.long)
-    keep = torch.zeros((len(flat), width), dtype=torch.bool)
-    for i, c in enumerate(flat):
-        ids[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
-        keep[i, : len(c)] = True
-    mask = torch.cat([prefix_mask[owner], keep.long()], dim=1)
-    positions = torch.tensor(lengths, dtype=torch.long)[owner, None] + torch.arange(width)
     ids, keep, owner = ids.to(device), keep.to(device), owner.to(device)
-    out = module(
-        input_ids=ids,
-        attention_mask=mask.to(device),
-        past_key_values=cache,
-        position_ids=positions.to(device),
-        use_cache=False,
+    prefix_out, out = prefix_cache_forward(
+        module, prefix_ids.to(device), prefix_mask.to(device), ids, keep, owner
     )
-    return prefix_out, out, ids, keep, owner
+    return prefix_out, out, ids, keep.bool(), owner
 
 
 def shared_prefix_forward(module, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
