@@ -7,16 +7,18 @@ order (TRL's sampler set to sequential), AdamW at lr 1e-4 (the same ``torch.opti
 implementation: TRL's default fused kernel is switched to ``adamw_torch``), gradient clipping at
 1.0, no gradient checkpointing, and the same thread count.
 
-- Ours: ``PRMModule(loss="relative")`` — its real ``training_step`` (``forward`` + ``_step`` +
-  ``losses.bradley_terry``) and ``configure_optimizers`` — driven by a real ``lightning.Trainer``
-  (``precision="32-true"``, ``gradient_clip_val=1.0``, as ``configs/prm/relative.yaml``); a callback
-  times ``on_train_batch_start`` → ``on_train_batch_end`` (forward, backward, clipping, optimiser
-  and scheduler step; the batch is already loaded).
+- Ours: ``PRMModule(loss="relative")`` — its real ``training_step`` (``batch_scores``: each pair's
+  state runs once into a KV cache and chosen and rejected continue from it, as ``collate_prm`` lays
+  the batch out; ``_step`` + ``losses.bradley_terry``) and ``configure_optimizers`` — driven by a
+  real ``lightning.Trainer`` (``precision="32-true"``, ``gradient_clip_val=1.0``, as
+  ``configs/prm/relative.yaml``); a callback times ``on_train_batch_start`` → ``on_train_batch_end``
+  (forward, backward, clipping, optimiser and scheduler step; the batch is already loaded).
 - TRL: ``RewardTrainer`` on ``AutoModelForSequenceClassification`` loaded from the same directory;
   a ``TrainerCallback`` times ``on_step_begin`` → ``on_step_end`` (the same span).
 
-Tokens are the non-pad tokens of each step (TRL's own ``num_input_tokens_seen`` with
-``include_num_input_tokens_seen="non_padding"`` is checked against ours). Peak memory is the
+Tokens are the non-pad tokens of each step counted as whole sequences (TRL's own
+``num_input_tokens_seen`` with ``include_num_input_tokens_seen="non_padding"`` is checked against
+ours). Peak memory is the
 process's peak RSS from before the model is loaded to the end of training, minus the RSS before.
 
     .venv/bin/python benchmarks/prm_training.py [--quick]
@@ -202,9 +204,9 @@ def run(quick: bool = False, trl: bool | None = None, profile: bool = False) -> 
     shared = sum(_prefix_shared_tokens(e.sequences) for e in timed)
     notes = (
         f"{rounds} rounds (ours, TRL, …) of {warmup} warm-up + {steps} timed steps; Lightning Trainer + "
-        f"PRMModule vs RewardTrainer; same non-pad tokens per step: {'yes' if same else 'NO'}; both run "
-        f"each pair's state twice (chosen, rejected): {full} tokens per round, {shared} if each state "
-        f"ran once ({full / shared:.2f}× fewer)"
+        f"PRMModule vs RewardTrainer; same non-pad tokens per step: {'yes' if same else 'NO'} (tokens "
+        f"counted as TRL runs them, each pair's state twice: {full} per round); ours runs each state "
+        f"once (collate_prm's shared prefixes): {shared} per round, {full / shared:.2f}× fewer"
     )
     mem_note = (
         f"peak RSS ours {ours['peak']:.0f} MiB"
