@@ -63,6 +63,10 @@ def run_dir(tmp_path: Path) -> Path:
     (root / "summary.json").write_text(
         json.dumps({"name": "demo", "method": "agentprm", "iterations": iterations})
     )
+    sft = CSVLogger(save_dir=str(root / "iter_0" / "policy"), name="lightning_logs")
+    for step in range(0, 100, 10):  # π0's SFT: its steps are not online-DPO steps
+        sft.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+    sft.save()
     _dpo_csv_logger(root, 1, steps=12)
     for version, steps in (("version_0", range(0, 6)), ("version_1", range(4, 10))):
         path = root / "iter_2" / "policy" / "lightning_logs" / version / "metrics.csv"
@@ -204,6 +208,12 @@ def test_metrics_csv_is_read_sparsely_and_resumed_versions_merge(run_dir):
     run = load_run(run_dir)
     merged = run.curves[2]["eval/success_rate"]
     assert merged == [(2, 0.4), (5, 0.45), (8, 0.45)]  # step 5 was logged by both versions: the resumed wins
+    assert dpo_step_offsets(run.curves) == {1: 0, 2: 12}
+
+
+def test_dpo_axis_starts_at_iteration_1_after_an_sft_stage(run_dir):
+    run = load_run(run_dir)
+    assert 0 not in run.curves  # iter_0/policy holds the SFT's metrics.csv
     assert dpo_step_offsets(run.curves) == {1: 0, 2: 12}
 
 

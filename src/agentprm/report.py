@@ -140,7 +140,8 @@ def _load_iteration(run: RunData, i: int) -> None:
     """Read iteration ``i``'s optional files into ``run``, noting what is missing (π_0 has no DPO/PRM)."""
     base = run.run_dir / f"iter_{i}"
     policy = base / "policy"
-    files = sorted(policy.rglob("metrics.csv"), key=_natural_key) if policy.is_dir() else []
+    # iter_0/policy is π0's SFT (or a given policy): its steps are not online-DPO steps.
+    files = sorted(policy.rglob("metrics.csv"), key=_natural_key) if policy.is_dir() and i > 0 else []
     if files:
         run.curves[i] = _merge_curves([read_metrics_csv(p) for p in files])
         absent = [c for c in _CURVE_COLUMNS if not run.curves[i].get(c)]
