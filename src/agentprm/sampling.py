@@ -285,19 +285,31 @@ def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+class _Unpacked:
+    """The continuations' outputs in ``[N, W, …]`` layout (``logits`` and/or ``last_hidden_state``)."""
+
+    def __init__(self, out, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        for name in ("logits", "last_hidden_state"):
+            value = getattr(out, name, None)
+            setattr(self, name, None if value is None else value[rows, cols])
+
+
 def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index):
     """Run left-padded prefixes ``[G, P]`` once and continuations ``[N, C]`` against their cache.
 
-    Continuation n continues prefix ``prefix_index[n]``: it attends to that prefix's rows of the KV
-    cache (its padding masked out) and its positions continue the prefix's real length, so its
-    outputs equal running the whole sequence alone. Differentiable: gradients flow through the
-    cache into the prefixes. ``module`` is a causal LM or its decoder trunk (anything taking
-    ``input_ids``, ``attention_mask``, ``past_key_values``, ``position_ids`` and ``use_cache``).
+    Continuation n continues prefix ``prefix_index[n]``: it attends to that prefix's real tokens and
+    to itself (causally), and its positions continue the prefix's real length, so its outputs equal
+    running the whole sequence alone. The continuations of one prefix are packed into one row after
+    it, kept apart by a block attention mask, so the prefix's keys and values are never copied per
+    continuation. Differentiable: gradients flow through the cache into the prefixes. ``module`` is
+    a causal LM or its decoder trunk (anything taking ``input_ids``, ``attention_mask`` — a custom
+    4D mask here —, ``past_key_values``, ``position_ids`` and ``use_cache``).
 
     Returns:
         ``(prefix_out, out)``: the prefixes' output (index ``[:, -1]`` is each prefix's last token)
-        and the continuations'.
+        and the continuations' (``out.logits`` / ``out.last_hidden_state`` as ``[N, C, …]``).
     """
+    device = prefix_ids.device
     lengths = prefix_mask.sum(1)
     padded = bool((lengths < prefix_mask.shape[1]).any())
     prefix_out = module(
@@ -306,17 +318,49 @@ def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, cont
         position_ids=(prefix_mask.cumsum(1) - 1).clamp_min(0),
         use_cache=True,
     )
+    # Pack: continuation n takes columns start[n] … start[n] + len[n] − 1 of its prefix's row.
+    groups, width = prefix_ids.shape[0], continuation_ids.shape[1]
+    cont_lengths = continuation_mask.sum(1).tolist()
+    owners = prefix_index.tolist()
+    used = [0] * groups
+    starts = []
+    for owner, length in zip(owners, cont_lengths, strict=True):
+        starts.append(used[owner])
+        used[owner] += length
+    packed = max(max(used), 1)
+    start = torch.tensor(starts, device=device)
+    offsets = torch.arange(width, device=device)
+    real = continuation_mask.bool()
+    rows = prefix_index[:, None].expand(-1, width)[real]
+    cols = (start[:, None] + offsets)[real]
+    ids = torch.full(
+        (groups, packed), int(continuation_ids[0, 0]), dtype=continuation_ids.dtype, device=device
+    )
+    ids[rows, cols] = continuation_ids[real]
+    positions = torch.zeros((groups, packed), dtype=torch.long, device=device)
+    positions[rows, cols] = (lengths[prefix_index][:, None] + offsets).expand(-1, width)[real]
+    segment = torch.full((groups, packed), -1, dtype=torch.long, device=device)
+    segment[rows, cols] = torch.arange(len(owners), device=device)[:, None].expand(-1, width)[real]
+    # Query q sees its prefix's real tokens and the earlier tokens of its own continuation; a padding
+    # column sees only itself (never read, but a row must not be fully masked).
+    columns = torch.arange(packed, device=device)
+    own = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
+    own = (own & (columns[:, None] >= columns[None, :])) | torch.eye(packed, dtype=torch.bool, device=device)
+    allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(-1, packed, -1), own], dim=2)
     cache = prefix_out.past_key_values
-    cache.batch_select_indices(prefix_index)  # each continuation's copy of its prefix's keys/values
-    positions = lengths[prefix_index, None] + torch.arange(continuation_ids.shape[1], device=lengths.device)
+    dtype = cache.layers[0].keys.dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
     out = module(
-        input_ids=continuation_ids,
-        attention_mask=torch.cat([prefix_mask[prefix_index], continuation_mask], dim=1),
+        input_ids=ids,
+        attention_mask=mask[:, None],
         past_key_values=cache,
         position_ids=positions,
         use_cache=False,
     )
-    return prefix_out, out
+    cols_all = (start[:, None] + offsets).clamp(max=packed - 1)
+    return prefix_out, _Unpacked(out, prefix_index[:, None].expand(-1, width), cols_all)
 
 
 def shared_prefix_forward_batch(
