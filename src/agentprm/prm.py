@@ -30,10 +30,10 @@ from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
 from agentprm.sampling import (
     chat_ids,
+    pad_prompts,
     prefix_cache_forward,
     response_ids,
     row_groups,
-    shared_prefix_forward_batch,
 )
 
 __all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
@@ -240,15 +240,13 @@ class PRMModule(LightningModule):
             distinct_scores: list[torch.Tensor] = []
             for group in row_groups([len(suffixes) for _, suffixes, _ in items], self.max_score_rows):
                 chunk = [items[i] for i in group]
-                _, out, _, keep, _ = shared_prefix_forward_batch(
-                    self.trunk,
+                tensors = pad_prompts(
                     [p for p, _, _ in chunk],
                     [s for _, s, _ in chunk],
                     self.tokenizer.pad_token_id,
+                    self.device,
                 )
-                last = keep.sum(1) - 1  # each response's end-of-turn token
-                picked = out.last_hidden_state[torch.arange(last.shape[0], device=last.device), last]
-                scores = self.head(picked.to(self.head.weight.dtype)).squeeze(-1).float().cpu()
+                scores = self.forward_shared(*tensors).float().cpu()
                 distinct_scores += scores.split([len(s) for _, s, _ in chunk])
         finally:
             self.train(was_training)

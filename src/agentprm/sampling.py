@@ -30,13 +30,13 @@ __all__ = [
     "SamplingMode",
     "chat_ids",
     "left_pad",
+    "pad_prompts",
     "prefix_cache_forward",
     "response_ids",
     "right_pad",
     "row_groups",
     "score_continuations",
     "score_continuations_batch",
-    "shared_prefix_forward",
     "shared_prefix_forward_batch",
 ]
 
@@ -363,6 +363,26 @@ def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, cont
     return prefix_out, _Unpacked(out, prefix_index[:, None].expand(-1, width), cols_all)
 
 
+def pad_prompts(
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, ...]:
+    """The tensors :func:`prefix_cache_forward` takes for B prompts and each one's continuations.
+
+    Returns ``(prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index)``: the
+    prompts left-padded ``[B, P]``, all continuations in order right-padded ``[C, W]`` and each
+    continuation's prompt index ``[C]``.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuation lists")
+    prefix_ids, prefix_mask = left_pad(prompts, pad_id)
+    ids, mask = right_pad([c for conts in continuations for c in conts], pad_id)
+    owner = torch.tensor([b for b, conts in enumerate(continuations) for _ in conts], dtype=torch.long)
+    return tuple(t.to(device) for t in (prefix_ids, prefix_mask, ids, mask, owner))
+
+
 def shared_prefix_forward_batch(
     module,
     prompts: Sequence[Sequence[int]],
@@ -380,30 +400,11 @@ def shared_prefix_forward_batch(
         order), their ids ``[C, W]``, the mask of real positions ``[C, W]`` (bool) and ``owner
         [C]``, the prompt index of each continuation.
     """
-    if len(prompts) != len(continuations):
-        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuation lists")
-    device = next(module.parameters()).device
-    prefix_ids, prefix_mask = left_pad(prompts, pad_id)
-    ids, keep = right_pad([c for conts in continuations for c in conts], pad_id)
-    owner = torch.tensor([b for b, conts in enumerate(continuations) for _ in conts], dtype=torch.long)
-    ids, keep, owner = ids.to(device), keep.to(device), owner.to(device)
-    prefix_out, out = prefix_cache_forward(
-        module, prefix_ids.to(device), prefix_mask.to(device), ids, keep, owner
+    prefix_ids, prefix_mask, ids, keep, owner = pad_prompts(
+        prompts, continuations, pad_id, next(module.parameters()).device
     )
+    prefix_out, out = prefix_cache_forward(module, prefix_ids, prefix_mask, ids, keep, owner)
     return prefix_out, out, ids, keep.bool(), owner
-
-
-def shared_prefix_forward(module, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
-    """Run one prompt once and K continuations of it against its KV cache, in one padded batch.
-
-    The one-prompt case of :func:`shared_prefix_forward_batch`.
-
-    Returns:
-        ``(prefix_out, out, ids, keep)``: the prompt's output (batch 1), the continuations' output
-        (batch K), their ids ``[K, W]`` and the mask of real (non-pad) positions ``[K, W]``.
-    """
-    prefix_out, out, ids, keep, _ = shared_prefix_forward_batch(module, [prompt], [continuations], pad_id)
-    return prefix_out, out, ids, keep
 
 
 def score_continuations_batch(
