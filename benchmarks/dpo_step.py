@@ -13,7 +13,7 @@ admissible-command responses to it, tokenized as ``OnlineDPOModule._logps`` does
 
 - Ours: ``OnlineDPOModule`` — its real ``training_step`` (``_logps`` of chosen and rejected on the
   policy and of every sample of the state on the reference, here the same two as a fixed pair has
-  k = 2 samples; ``_logps`` is ``sequence_logps_shared_batch``: the batch's prompts run once, chosen
+  k = 2 samples; ``_logps`` is ``sampling.score_continuations_batch``: the batch's prompts run once, chosen
   and rejected continue from their KV cache; ``losses.dpo``; the metrics it logs, the KL estimate
   from the samples' ``logprob``, set to 0 here) and its real
   ``configure_optimizers`` — driven by a real ``lightning.Trainer`` (``precision="32-true"``,

@@ -15,12 +15,10 @@ from agentprm.dpo import (
     OnlineDPOModule,
     PolicyDataModule,
     policy_states,
-    sequence_logps_shared,
-    sequence_logps_shared_batch,
 )
 from agentprm.prm import PRMModule
 from agentprm.records import read_jsonl
-from agentprm.sampling import chat_ids, response_ids, score_continuations
+from agentprm.sampling import chat_ids, response_ids, score_continuations, score_continuations_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +50,13 @@ def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
-def test_sequence_logps_shared_equals_full_sequences(random_prm, scripted_rollouts):
+def test_policy_logps_with_a_shared_prompt_equal_each_response_alone(random_prm, scripted_rollouts):
     module = OnlineDPOModule("tiny", prm=str(random_prm))
     state = policy_states(read_jsonl(scripted_rollouts / "rollouts.jsonl"))[3]
     prompt = chat_ids(module.tokenizer, module.renderer, state)
     texts = [module.renderer.response("", c) for c in state.admissible_commands[:3]]
     suffixes = [response_ids(module.tokenizer, module.renderer, state, prompt, t) for t in texts]
-    shared = sequence_logps_shared(module.model, prompt, suffixes, module.tokenizer.pad_token_id)
+    shared = score_continuations(module.model, prompt, suffixes, module.tokenizer.pad_token_id)
     with torch.no_grad():
         alone = torch.stack(
             [
@@ -85,11 +83,11 @@ def test_batched_logps_equal_each_state_alone_with_gradients(random_prm, scripte
         for s, p in zip(states, prompts, strict=True)
     ]
     weight = module.model.get_input_embeddings().weight
-    together = sequence_logps_shared_batch(module.model, prompts, conts, pad)
+    together = score_continuations_batch(module.model, prompts, conts, pad)
     torch.cat(together).sum().backward()
     grad_together = weight.grad.clone()
     weight.grad = None
-    alone = [sequence_logps_shared(module.model, p, c, pad) for p, c in zip(prompts, conts, strict=True)]
+    alone = [score_continuations(module.model, p, c, pad) for p, c in zip(prompts, conts, strict=True)]
     torch.cat(alone).sum().backward()
     for t, a in zip(together, alone, strict=True):
         torch.testing.assert_close(t, a, rtol=1e-4, atol=1e-4)

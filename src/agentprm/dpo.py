@@ -35,7 +35,7 @@ from agentprm.sampling import (
     SamplingMode,
     chat_ids,
     response_ids,
-    shared_prefix_forward_batch,
+    score_continuations_batch,
 )
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "PolicyDataModule",
     "ScoredState",
     "policy_states",
-    "sequence_logps_shared",
-    "sequence_logps_shared_batch",
 ]
 
 Reference = Literal["auto", "adapters", "copy"]
@@ -80,32 +78,6 @@ class ScoredState:
             "chosen": self.chosen,
             "rejected": self.rejected,
         }
-
-
-def sequence_logps_shared_batch(
-    model,
-    prompts: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[Sequence[int]]],
-    pad_id: int,
-) -> list[torch.Tensor]:
-    """Σ log π(c | prompt_b) of each prompt's continuations, differentiable, in two forwards.
-
-    Every prompt runs once (left-padded together, KV cache), all continuations in one batch against
-    it; gradients flow through the prompts. Returns one tensor ``[K_b]`` per prompt.
-    """
-    prefix_out, out, ids, keep, owner = shared_prefix_forward_batch(model, prompts, continuations, pad_id)
-    first = prefix_out.logits[:, -1:].float()[owner]  # predicts each continuation's first token
-    logits = torch.cat([first, out.logits[:, :-1].float()], dim=1)
-    token_lp = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * keep
-    return list(token_lp.sum(-1).split([len(c) for c in continuations]))
-
-
-def sequence_logps_shared(model, prompt: Sequence[int], continuations: Sequence[Sequence[int]], pad_id: int):
-    """Σ log π(c | prompt) of each continuation, the prompt run once (KV cache), differentiable.
-
-    The one-prompt case of :func:`sequence_logps_shared_batch`; returns ``[K]``.
-    """
-    return sequence_logps_shared_batch(model, [prompt], [continuations], pad_id)[0]
 
 
 class OnlineDPOModule(LightningModule):
@@ -271,7 +243,7 @@ class OnlineDPOModule(LightningModule):
                     for i in picks
                 ]
             )
-        return sequence_logps_shared_batch(model, prompts, suffixes, self.tokenizer.pad_token_id)
+        return score_continuations_batch(model, prompts, suffixes, self.tokenizer.pad_token_id)
 
     def training_step(self, batch: list[State], batch_idx: int):
         scored = self.score_states(batch, self._step_seed())

@@ -415,7 +415,9 @@ def score_continuations_batch(
 ) -> list[torch.Tensor]:
     """Log-likelihood of each prompt's continuations, all prompts and continuations in two forwards.
 
-    Returns one float tensor per prompt, ``[K_b]``: Σ_j log p(c_j | prompt_b, c_<j).
+    Differentiable (gradients flow through the prompts' cache): online DPO trains on it; sampling
+    calls it under ``torch.no_grad``. Returns one float tensor per prompt, ``[K_b]``:
+    Σ_j log p(c_j | prompt_b, c_<j).
     """
     prefix_out, out, ids, keep, owner = shared_prefix_forward_batch(model, prompts, continuations, pad_id)
     first = prefix_out.logits[:, -1].float().log_softmax(-1)[owner]  # [C, V]: each first token
