@@ -349,6 +349,20 @@ def want_trl(trl: bool | None) -> bool:
 # --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
+def merge_rounds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A trainer benchmark's rounds together: every timed step's time, tokens and tokens/s; the
+    largest memory of the rounds (``delta``, ``peak`` in MiB)."""
+    times = [t for r in results for t in r["times"]]
+    tokens = [n for r in results for n in r["tokens"]]
+    return {
+        "times": times,
+        "tokens": tokens,
+        "rate": [n / t for n, t in zip(tokens, times, strict=True)],
+        "delta": max(r["mem"].delta_mib for r in results),
+        "peak": max(r["mem"].peak_mib for r in results),
+    }
+
+
 def bench_model(hidden: int = 256, layers: int = 4, heads: int = 4, intermediate: int = 704) -> Path:
     """A random Llama with the project's tiny tokenizer, built by ``build_tiny_model`` once and cached.
 

@@ -368,15 +368,9 @@ def run(quick: bool = False, trl: bool | None = None, lora: bool = True, profile
 
 
 def _merge(results: list[dict]) -> dict:
-    """The timed steps of every round together; the largest memory of the rounds."""
-    times = [t for r in results for t in r["times"]]
-    tokens = [n for r in results for n in r["tokens"]]
+    """``common.merge_rounds`` plus the first round's log-probs and the median split of a step."""
     return {
-        "times": times,
-        "tokens": tokens,
-        "rate": [n / t for n, t in zip(tokens, times, strict=True)],
-        "delta": max(r["mem"].delta_mib for r in results),
-        "peak": max(r["mem"].peak_mib for r in results),
+        **common.merge_rounds(results),
         "logps": results[0]["logps"],
         "split": {
             k: statistics.median(s[k] for r in results for s in r["split"]) for k in results[0]["split"][0]

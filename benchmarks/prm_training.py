@@ -191,8 +191,8 @@ def run(quick: bool = False, trl: bool | None = None, profile: bool = False) -> 
         sides["ours"].append(_ours(model_dir, examples, pad_id, batch, warmup, steps, last))
         if trl:
             sides["trl"].append(_trl(model_dir, examples, batch, warmup, steps, last))
-    ours = _merge(sides["ours"])
-    base = _merge(sides["trl"]) if trl else None
+    ours = common.merge_rounds(sides["ours"])
+    base = common.merge_rounds(sides["trl"]) if trl else None
     lengths = sorted(len(s) for e in examples for s in e.sequences)
     case = (
         f"{batch} pairs/step, seq {lengths[0]}–{lengths[-1]} tok (median {lengths[len(lengths) // 2]}), "
@@ -222,19 +222,6 @@ def run(quick: bool = False, trl: bool | None = None, profile: bool = False) -> 
         common.row(NAME, case, "peak memory added", "MiB", [ours["delta"]], base and [base["delta"]], label,
                    higher_is_better=False, notes=mem_note),
     ]  # fmt: skip
-
-
-def _merge(results: list[dict]) -> dict:
-    """The timed steps of every round together; the largest memory of the rounds."""
-    times = [t for r in results for t in r["times"]]
-    tokens = [n for r in results for n in r["tokens"]]
-    return {
-        "times": times,
-        "tokens": tokens,
-        "rate": [n / t for n, t in zip(tokens, times, strict=True)],
-        "delta": max(r["mem"].delta_mib for r in results),
-        "peak": max(r["mem"].peak_mib for r in results),
-    }
 
 
 def main() -> None:
