@@ -129,3 +129,61 @@ def test_paper_protocol_config_runs_on_real_alfworld_data(tmp_path, split):
     args += ["--data.init_args.max_steps=2", "--model.init_args.max_new_tokens=8"]
     assert main(args) == 0
     assert json.loads((out / "summary.json").read_text())["episodes"] == 2
+
+
+def _expected_ranking(prm, policy, demos, max_states):
+    """The probe's numbers computed by hand from the PRM's and the policy's scores."""
+    states, commands = [], []
+    for t in demos:
+        for s, step in zip(t.states(), t.steps, strict=True):
+            states.append(s)
+            commands.append(step.command)
+    states, commands = states[:max_states], commands[:max_states]
+    top1 = ranks = wrong = over = 0
+    for s, c in zip(states, commands, strict=True):
+        q = prm.score(s, [prm.renderer.response("", a) for a in s.admissible_commands])
+        lp = policy.candidate_logprobs([s])[0][2]
+        i = s.admissible_commands.index(c)
+        top1 += int(q.argmax()) == i
+        ranks += int((q > q[i]).sum())
+        if int(lp.argmax()) != i:
+            wrong += 1
+            over += bool(q[i] > q[int(lp.argmax())])
+    n = len(states)
+    return {"states": n, "prm_top1": top1 / n, "prm_mean_rank": ranks / n, "wrong": wrong, "over": over}
+
+
+def test_action_ranking_matches_hand_computation(prm_dir):
+    from agentprm.backbone import load_causal_lm, load_tokenizer
+    from agentprm.evaluation import action_ranking
+    from agentprm.prm import PRMModule
+    from agentprm.rollout import expert_demonstrations
+    from agentprm.sampling import HFSampler
+
+    prm = PRMModule.load(str(prm_dir))
+    policy = HFSampler(load_causal_lm("tiny").eval(), load_tokenizer("tiny"), prm.renderer, "admissible")
+    demos = expert_demonstrations("builtin:small", "train", progress=False)[:6]
+    got = action_ranking(prm, demos, policy, max_states=25)
+    want = _expected_ranking(prm, policy, demos, 25)
+    assert got["states"] == want["states"] == 25
+    assert got["prm_top1"] == pytest.approx(want["prm_top1"])
+    assert got["prm_mean_rank"] == pytest.approx(want["prm_mean_rank"])
+    assert got.get("policy_wrong_states", 0) == want["wrong"]
+    if want["wrong"]:
+        assert got["prm_over_policy"] == pytest.approx(want["over"] / want["wrong"])
+    assert sum(v["states"] for v in got["per_verb"].values()) == 25
+    assert 0 <= got["policy_top1"] <= 1 and got["candidates_mean"] > 1
+    # Without a policy only the PRM's numbers are reported.
+    alone = action_ranking(prm, demos, max_states=25)
+    assert alone["prm_top1"] == got["prm_top1"] and "policy_top1" not in alone
+
+
+def test_probe_cli_writes_json_and_rejects_bad_input(prm_dir, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    args = ["probe", "--prm", str(prm_dir), "--policy", "tiny", "--split", "train", "--max-states", "12"]
+    assert main([*args, "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    assert printed["states"] == 12 and printed["split"] == "train" and "prm_over_policy" in printed
+    assert main(["probe", "--prm", str(tmp_path / "missing")]) == 2
+    assert "agentprm probe" in capsys.readouterr().err

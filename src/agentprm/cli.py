@@ -35,6 +35,9 @@ other commands:
   games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
   targets    build PRM datasets (MC Q, preference pairs, state values) from rollouts
   report     plots and a Markdown summary of a run directory     agentprm report runs/<name>
+  probe      how a PRM (and a policy) rank the expert's action on held-out demonstrations
+             agentprm probe --prm runs/quickstart/iter_1/prm/model \\
+                            --policy runs/quickstart/iter_0/policy/model
 
 Run `agentprm <command> --help` for the options of a command.
 """
@@ -53,6 +56,8 @@ def main(args: Sequence[str] | None = None) -> int:
         return _targets(rest)
     if command == "report":
         return _report(rest)
+    if command == "probe":
+        return _probe(rest)
     if command == "iterate":
         from agentprm.iterate import main as iterate_main
 
@@ -209,6 +214,51 @@ def _report(argv: list[str]) -> int:
         print(f"agentprm report: {err}", file=sys.stderr)
         return 2
     print(path)
+    return 0
+
+
+def _probe(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="agentprm probe",
+        description="Score every admissible command at the states of the search expert's "
+        "demonstrations of a held-out split with a PRM (and a policy) and report how often the "
+        "expert's command ranks first, its mean rank, and, where the policy's top command is not the "
+        "expert's, how often the PRM prefers the expert's. Prints JSON.",
+    )
+    parser.add_argument("--prm", required=True, help="a PRM directory (`agentprm fit -c configs/prm/…`)")
+    parser.add_argument("--policy", help="a policy directory, scored over the admissible commands")
+    parser.add_argument("--data", default="builtin:small", help="the built-in game set")
+    parser.add_argument("--split", default="valid_unseen", help="its split (default valid_unseen)")
+    parser.add_argument("--max-states", type=int, default=400, help="the first N states (default 400)")
+    parser.add_argument("--output", help="also write the JSON to this file")
+    ns = parser.parse_args(argv)
+    if ns.max_states < 1:
+        parser.error(f"--max-states must be >= 1, found {ns.max_states}")
+    from agentprm.evaluation import action_ranking
+    from agentprm.prm import PRMModule
+    from agentprm.records import atomic_write_json
+    from agentprm.rollout import expert_demonstrations
+
+    try:
+        prm = PRMModule.load(ns.prm)
+        policy = None
+        if ns.policy:
+            from agentprm.backbone import load_causal_lm, load_tokenizer
+            from agentprm.sampling import HFSampler
+
+            # The policy reads states with the PRM's renderer settings (one template per run).
+            model, tokenizer = load_causal_lm(ns.policy).eval(), load_tokenizer(ns.policy)
+            policy = HFSampler(model, tokenizer, prm.renderer, "admissible")
+        demos = expert_demonstrations(ns.data, ns.split, progress=False)
+        result = action_ranking(prm, demos, policy, max_states=ns.max_states)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"agentprm probe: {err}", file=sys.stderr)
+        return 2
+    result = {"prm": ns.prm, "policy": ns.policy, "data": ns.data, "split": ns.split, **result}
+    text = json.dumps(result, indent=2)
+    if ns.output:
+        atomic_write_json(ns.output, result)
+    print(text)
     return 0
 
 

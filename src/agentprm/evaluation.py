@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 
-from agentprm.records import State, atomic_write_json, atomic_write_text
+from agentprm.records import State, Trajectory, atomic_write_json, atomic_write_text
 from agentprm.rollout import Chooser, RolloutModule, read_shards
 from agentprm.sampling import Sample
 
-__all__ = ["EvaluationModule", "summarize", "wilson_interval"]
+__all__ = ["EvaluationModule", "action_ranking", "summarize", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -53,6 +54,75 @@ def summarize(rows: list[dict]) -> dict:
         "per_task_type": {k: block(v) for k, v in sorted(by_type.items())},
         "games": sorted({r["game_id"] for r in rows}),
     }
+
+
+def action_ranking(
+    prm,
+    demonstrations: Sequence[Trajectory],
+    policy=None,
+    max_states: int | None = None,
+) -> dict:
+    """How a PRM (and optionally a policy) rank a demonstrator's action among the admissible ones.
+
+    At every state of ``demonstrations`` (e.g. the search expert's won games of a held-out split)
+    the PRM scores all admissible commands. A PRM that can steer a policy must rank actions, not
+    only value states: ``prm_top1`` is how often the demonstrator's command scores highest,
+    ``prm_mean_rank`` how many commands score above it (0 is best; chance is about half the
+    candidates). With ``policy`` (an admissible-mode :class:`~agentprm.sampling.HFSampler`), the
+    same for the policy's log-likelihoods, and ``prm_over_policy``: at the states where the
+    policy's top command is not the demonstrator's, how often the PRM scores the demonstrator's
+    command higher (0.5 is chance) — the states where the PRM could improve the policy.
+
+    Returns a dict of these numbers over all states and per verb of the demonstrator's command
+    (``go``, ``take``, …).
+    """
+    states, commands = [], []
+    for traj in demonstrations:
+        for state, step in zip(traj.states(), traj.steps, strict=True):
+            if step.command in state.admissible_commands:
+                states.append(state)
+                commands.append(step.command)
+    if max_states is not None:
+        states, commands = states[:max_states], commands[:max_states]
+    if not states:
+        raise ValueError("no demonstration state has its command among the admissible commands")
+    responses = [[prm.renderer.response("", c) for c in s.admissible_commands] for s in states]
+    prm_scores = prm.score_batch(states, responses)
+    policy_scores = [lp for _, _, lp in policy.candidate_logprobs(states)] if policy is not None else None
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for k, (state, command, q) in enumerate(zip(states, commands, prm_scores, strict=True)):
+        i = state.admissible_commands.index(command)
+        row = {"prm_top1": float(int(q.argmax()) == i), "prm_rank": float((q > q[i]).sum())}
+        if policy_scores is not None:
+            lp = policy_scores[k]
+            pick = int(lp.argmax())
+            row["policy_top1"] = float(pick == i)
+            row["policy_rank"] = float((lp > lp[i]).sum())
+            if pick != i:
+                row["prm_over_policy"] = float(q[i] > q[pick])
+        groups["all"].append(row)
+        groups[command.split()[0]].append(row)
+
+    def block(rows: list[dict]) -> dict:
+        out: dict = {"states": len(rows)}
+        for key, name in (
+            ("prm_top1", "prm_top1"),
+            ("prm_rank", "prm_mean_rank"),
+            ("policy_top1", "policy_top1"),
+            ("policy_rank", "policy_mean_rank"),
+            ("prm_over_policy", "prm_over_policy"),
+        ):
+            values = [r[key] for r in rows if key in r]
+            if values:
+                out[name] = sum(values) / len(values)
+                if key == "prm_over_policy":
+                    out["policy_wrong_states"] = len(values)
+        return out
+
+    result = block(groups.pop("all"))
+    result["candidates_mean"] = sum(len(s.admissible_commands) for s in states) / len(states)
+    result["per_verb"] = {verb: block(rows) for verb, rows in sorted(groups.items())}
+    return result
 
 
 class EvaluationModule(RolloutModule):
