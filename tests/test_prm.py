@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -279,3 +280,60 @@ def test_gradient_checkpointing_scores_whole_sequences():
     prm = PRMModule("tiny", loss="relative", head_init_std=1.0, gradient_checkpointing=True).train()
     shared, whole = _pair_batches(prm)
     torch.testing.assert_close(prm.batch_scores(shared), prm.batch_scores(whole), rtol=1e-4, atol=1e-4)
+
+
+def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollouts):
+    """Reference-policy shaping end to end: a value model V(s) on the rollouts' state values, then a
+    PRM on outcome + γ·V(s') − V(s); its rows are exactly targets.shaped_q_targets with that V."""
+    from agentprm import targets
+    from agentprm.data import PRMDataModule, read_trajectories
+
+    rollouts = f"--data.init_args.rollouts=[{scripted_rollouts}]"
+    value_rows = _fit_prm("configs/prm/value.yaml", tmp_path / "value", 6, rollouts)
+    assert float([r for r in value_rows if r.get("val/loss")][-1]["val/acc"]) > 0.6
+    value = PRMModule.load(str(tmp_path / "value" / "prm"))
+    played = read_trajectories([str(scripted_rollouts)])
+    won = next(t for t in played if t.won).states()[0]
+    lost = next(t for t in played if not t.won and t.game_id != won.game_id).states()[3]
+    v_won, v_lost = (float(value.score(s, [""])[0]) for s in (won, lost))
+    assert v_won > v_lost  # the walkthrough's states are worth more than the 'inventory' loop's
+
+    data = PRMDataModule(
+        rollouts=[str(scripted_rollouts)],
+        target="shaped",
+        value_model=str(tmp_path / "value" / "prm"),
+        val_fraction=0.25,
+    )
+    data.trainer = SimpleNamespace(lightning_module=PRMModule("tiny"))  # setup reads its tokenizer
+    data.setup("fit")
+    held = {e.game_id for e in data.val_set}
+    train = [t for t in played if t.game_id not in held]
+
+    def values(states):
+        return [float(value.score(s, [""])[0]) for s in states]
+
+    want = targets.shaped_q_targets(train, values, 0.95, 3.0)
+    got = sorted((e.game_id, e.state_key, e.target) for e in data.train_set)
+    expected = sorted((t.game_ids[0], t.state.key(), t.q) for t in want for _ in t.responses)
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) > 20
+    assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=1e-5)
+
+    shaped = _fit_prm(
+        "configs/prm/shaped.yaml",
+        tmp_path / "shaped",
+        6,
+        rollouts,
+        f"--data.init_args.value_model={tmp_path / 'value' / 'prm'}",
+    )
+    assert float([r for r in shaped if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
+
+
+def test_value_and_shaped_targets_reject_bad_settings():
+    from agentprm.data import PRMDataModule
+
+    with pytest.raises(ValueError, match="'q', 'value' or 'shaped'"):
+        PRMDataModule(rollouts=["x"], target="advantage")
+    with pytest.raises(ValueError, match=r"data\.target=value needs data\.loss=absolute"):
+        PRMDataModule(rollouts=["x"], loss="relative", target="value")
+    with pytest.raises(ValueError, match=r"data\.value_model"):
+        PRMDataModule(rollouts=["x"], target="shaped")

@@ -449,7 +449,9 @@ class PRMDataModule(LightningDataModule):
 
     Targets are built in ``setup()`` with the PRM's own tokenizer and renderer:
 
-    - ``absolute``: one row per (state, response) with its Monte-Carlo Q̂ (soft-BCE target);
+    - ``absolute``: one row per (state, response) with its Monte-Carlo Q̂ (soft-BCE target); with
+      ``target: value`` one row per state with its V̂(s) and an empty response (a value model), with
+      ``target: shaped`` the Q targets shaped by such a value model (paper §4.2, see below);
     - ``relative``: preference pairs between commands at the same state (Bradley–Terry);
     - ``inverse``: InversePRM transitions (s, a, s', a'): expert demonstrations are the positives
       (label 1), the learner ``rollouts`` the negatives (label 0); at each expert next state s' the
@@ -469,6 +471,14 @@ class PRMDataModule(LightningDataModule):
         next_mode: How a' is sampled: ``admissible`` or ``generate``.
         next_temperature: Sampling temperature of a'.
         balance: ``inverse`` only: subsample whole trajectories so both sides keep as many.
+        target: ``absolute`` only: ``q`` (Monte-Carlo Q̂(s, a)), ``value`` (Monte-Carlo V̂(s), the
+            response left empty: trains the value model that ``shaped`` reads) or ``shaped``
+            (reference-policy shaping, :func:`agentprm.targets.shaped_q_targets`: the outcome plus
+            γ·V(s') − V(s) with V the logit of ``value_model``, squashed to (0, 1) with slope
+            ``shaping_c`` / IQR). Shaping replaces the 0/1 outcome noise of single rollouts by a
+            learned value of the state each action led to.
+        value_model: ``target: shaped`` only: a PRM directory trained with ``target: value``.
+        shaping_c: ``target: shaped`` only: the squashing constant c (paper code: 3.0).
         val_fraction: Share of games held out for validation.
         batch_size: Examples per batch (a pair or a transition counts once).
         max_length: Longest sequence in tokens; longer ones are skipped and counted.
@@ -487,6 +497,9 @@ class PRMDataModule(LightningDataModule):
         next_mode: str = "admissible",
         next_temperature: float = 1.0,
         balance: bool = True,
+        target: str = "q",
+        value_model: str | None = None,
+        shaping_c: float = 3.0,
         val_fraction: float = 0.15,
         batch_size: int = 16,
         max_length: int = 1024,
@@ -499,6 +512,14 @@ class PRMDataModule(LightningDataModule):
             raise ValueError(
                 "data.loss=inverse needs data.expert (demonstrations, e.g. [builtin:small]) and "
                 "data.next_policy (the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
+            )
+        if target not in ("q", "value", "shaped"):
+            raise ValueError(f"data.target must be 'q', 'value' or 'shaped', found {target!r}")
+        if target != "q" and loss != "absolute":
+            raise ValueError(f"data.target={target} needs data.loss=absolute, found {loss!r}")
+        if target == "shaped" and not value_model:
+            raise ValueError(
+                "data.target=shaped needs data.value_model (a PRM trained with data.target=value)"
             )
         self.save_hyperparameters()
         self.train_set: list[PRMExample] = []
@@ -525,13 +546,28 @@ class PRMDataModule(LightningDataModule):
                 )
                 for t in transitions
             ]
-        q = targets.mc_q_targets(trajectories, h.gamma, h.discount)
+        if h.target == "value":
+            values = targets.state_values(trajectories, h.gamma, h.discount)
+            return [(((v.state, ""),), v.v, v.game_ids[0], v.state.key()) for v in values]
+        if h.target == "shaped":
+            q = targets.shaped_q_targets(
+                trajectories, self._value_fn(), h.gamma, h.shaping_c, mode=h.discount
+            )
+        else:
+            q = targets.mc_q_targets(trajectories, h.gamma, h.discount)
         if h.loss == "absolute":
             return [(((t.state, r),), t.q, t.game_ids[0], t.state.key()) for t in q for r in t.responses]
         pairs = targets.preference_pairs(q, h.delta)
         return [
             (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key()) for p in pairs
         ]
+
+    def _value_fn(self):
+        """V(s) for a list of states: the value model's logit of the state with an empty response."""
+        from agentprm.prm import PRMModule
+
+        model = PRMModule.load(self.hparams.value_model)
+        return lambda states: [float(v[0]) for v in model.score_batch(states, [[""]] * len(states))]
 
     def _next_sampler(self, renderer):
         """a' ~ π(·|s') for a list of states: one sampled response each (seeded)."""
