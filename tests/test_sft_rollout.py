@@ -15,9 +15,11 @@ from agentprm.backbone import load_causal_lm, load_tokenizer
 from agentprm.cli import main
 from agentprm.data import LengthGroupedSampler, collate_sft, sft_examples, spread
 from agentprm.envs.alfworld import AlfWorldEnv
+from agentprm.evaluation import EvaluationModule
 from agentprm.prompts import Renderer
 from agentprm.records import read_jsonl
-from agentprm.rollout import expert_demonstrations, play, scripted
+from agentprm.rollout import RolloutModule, expert_demonstrations, play, scripted
+from agentprm.targets import mc_q_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,6 +166,84 @@ def test_predict_writes_shards_and_manifest_and_resumes(tmp_path):
     after = sorted(out.glob("batch-*.jsonl"))
     assert {p.name: p.read_bytes() for p in after} == before
     assert [p.stat().st_mtime_ns == stamp[p.name] for p in after] == [True, False, True]
+
+
+def test_branched_rollouts_replay_the_prefix_and_sample_again_at_one_state(tmp_path):
+    out = tmp_path / "rollouts"
+    extra = [
+        "--model.init_args.branches=3",
+        "--data.init_args.rollouts_per_game=1",
+        "--data.init_args.max_games=4",
+    ]
+    assert _predict(tmp_path, "tiny", out, extra) == 0
+    trajectories = [t for p in sorted(out.glob("batch-*.jsonl")) for t in read_jsonl(p)]
+    roots = {(t.game_id, t.rollout_index): t for t in trajectories if t.branch_turn is None}
+    branches = [t for t in trajectories if t.branch_turn is not None]
+    assert len(roots) == 4 and len(branches) == 12
+    actions_at_branch_state: dict[str, set[str]] = {}
+    for b in branches:
+        root, t = roots[(b.game_id, b.rollout_index)], b.branch_turn
+        assert 0 <= t < root.num_actions
+        # The replayed turns are the root's, state for state (the engine is deterministic).
+        assert b.steps[:t] == root.steps[:t]
+        assert b.state_at(t).key() == root.state_at(t).key()
+        actions_at_branch_state.setdefault(root.state_at(t).key(), {root.steps[t].command}).add(
+            b.steps[t].command
+        )
+    assert len(actions_at_branch_state) == 4
+    # The untrained model samples over the admissible commands: branches try other actions there.
+    assert max(map(len, actions_at_branch_state.values())) >= 2
+    q = mc_q_targets(trajectories)
+    by_state: dict[str, int] = {}
+    for target in q:
+        by_state[target.state.key()] = by_state.get(target.state.key(), 0) + 1
+    assert any(by_state[k] >= 2 for k in actions_at_branch_state)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["episodes"] == manifest["expected_episodes"] == 4
+    assert manifest["branch_episodes"] == 12
+    assert manifest["success_rate"] == sum(t.won for t in roots.values()) / 4
+    # Same seed, same episodes and branches.
+    again = tmp_path / "again"
+    assert _predict(tmp_path, "tiny", again, extra) == 0
+    assert [p.read_bytes() for p in sorted(again.glob("batch-*.jsonl"))] == [
+        p.read_bytes() for p in sorted(out.glob("batch-*.jsonl"))
+    ]
+
+
+def test_distinct_branches_try_other_actions_than_their_episode(tmp_path):
+    out = tmp_path / "rollouts"
+    extra = [
+        "--model.init_args.branches=3",
+        "--model.init_args.branch_actions=distinct",
+        "--data.init_args.rollouts_per_game=1",
+        "--data.init_args.max_games=4",
+    ]
+    assert _predict(tmp_path, "tiny", out, extra) == 0
+    trajectories = [t for p in sorted(out.glob("batch-*.jsonl")) for t in read_jsonl(p)]
+    roots = {t.game_id: t for t in trajectories if t.branch_turn is None}
+    groups: dict[str, list] = {}
+    for b in trajectories:
+        if b.branch_turn is not None:
+            groups.setdefault(b.game_id, []).append(b)
+    assert sorted(groups) == sorted(roots) and all(len(g) == 3 for g in groups.values())
+    for game, branches in groups.items():
+        root = roots[game]
+        (t,) = {b.branch_turn for b in branches}
+        assert all(b.steps[:t] == root.steps[:t] for b in branches)
+        commands = [root.steps[t].command] + [b.steps[t].command for b in branches]
+        assert all(c in root.steps[t].admissible_commands for c in commands)
+        assert len(set(commands)) == min(4, len(root.steps[t].admissible_commands)), commands
+
+
+def test_branches_are_refused_where_they_cannot_sample_again():
+    with pytest.raises(ValueError, match="greedy branch"):
+        RolloutModule(model="tiny", greedy=True, branches=2)
+    with pytest.raises(ValueError, match=">= 0"):
+        RolloutModule(model="tiny", branches=-1)
+    with pytest.raises(ValueError, match="mode=admissible"):
+        RolloutModule(model="tiny", mode="generate", branches=2, branch_actions="distinct")
+    with pytest.raises(ValueError, match="training rollouts"):
+        EvaluationModule(model="tiny", branches=2)
 
 
 @pytest.mark.distributed

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from agentprm.records import State, Trajectory, atomic_write_json, atomic_write_text
 from agentprm.rollout import Chooser, RolloutModule, read_shards
-from agentprm.sampling import Sample
+from agentprm.sampling import HFSampler, Sample
 
 __all__ = ["EvaluationModule", "action_ranking", "summarize", "wilson_interval"]
 
@@ -136,6 +136,10 @@ class EvaluationModule(RolloutModule):
     """
 
     def __init__(self, prm: str | None = None, best_of_n: int = 8, **kwargs) -> None:
+        if kwargs.get("branches"):
+            raise ValueError(
+                "model.branches is for training rollouts; an evaluation plays each game from its start"
+            )
         super().__init__(**kwargs)
         if best_of_n < 1:
             raise ValueError(f"best_of_n must be >= 1, found {best_of_n}")
@@ -146,10 +150,10 @@ class EvaluationModule(RolloutModule):
 
             self.prm = PRMModule.load(prm)
 
-    def chooser(self, batch_index: int) -> Chooser:
+    def chooser(self, batch_index: int, sampler: HFSampler | None = None) -> Chooser:
         if self.prm is None:
-            return super().chooser(batch_index)
-        sampler, prm, n = self.sampler(batch_index), self.prm, self.best_of_n
+            return super().chooser(batch_index, sampler)
+        sampler, prm, n = sampler or self.sampler(batch_index), self.prm, self.best_of_n
 
         def choose(states: list[State], slots: list[int]) -> list[Sample]:
             drawn = sampler.sample(states, n)

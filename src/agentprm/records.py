@@ -170,11 +170,14 @@ class Trajectory:
         seed: The seed of the rollout.
         rollout_index: Index of this rollout among the repeated rollouts of the same game.
         failure: None, or why the episode broke (it is recorded and counted, never dropped).
+        branch_turn: None for an episode played from the game's start; t for a branch, an episode
+            that replays the first t commands of an earlier episode of the same game and lets the
+            policy act again from turn t (see ``RolloutModule(branches=…)``).
         schema_version: The layout version; always :data:`SCHEMA_VERSION` in memory.
 
     Raises:
-        ValueError: On a negative ``rollout_index``, an empty ``failure`` string or another
-            ``schema_version``.
+        ValueError: On a negative ``rollout_index`` or ``branch_turn``, an empty ``failure``
+            string or another ``schema_version``.
     """
 
     game_id: str
@@ -186,12 +189,15 @@ class Trajectory:
     seed: int
     rollout_index: int = 0
     failure: str | None = None
+    branch_turn: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         _freeze_sequences(self, "steps")
         if self.rollout_index < 0:
             raise ValueError(f"Trajectory.rollout_index must be >= 0, found {self.rollout_index}")
+        if self.branch_turn is not None and self.branch_turn < 0:
+            raise ValueError(f"Trajectory.branch_turn must be None or >= 0, found {self.branch_turn}")
         if self.failure == "":
             raise ValueError("Trajectory.failure must be None or a non-empty reason, found ''")
         if self.schema_version != SCHEMA_VERSION:

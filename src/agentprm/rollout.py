@@ -11,12 +11,16 @@ through the real engine and returns them as trajectories (cached on disk).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
+import torch
 from lightning.pytorch import LightningModule
 
 from agentprm.backbone import Dtype
@@ -32,6 +36,7 @@ __all__ = [
     "expert_demonstrations",
     "play",
     "read_shards",
+    "replaying",
     "state_of",
     "write_manifest",
 ]
@@ -191,6 +196,48 @@ def read_shards(output_dir: str | os.PathLike) -> list[Trajectory]:
     return [t for p in sorted(Path(output_dir).glob("batch-*.jsonl")) for t in read_jsonl(p)]
 
 
+def replaying(plans: dict[int, Sequence[Sample]], then: Chooser) -> Chooser:
+    """A chooser that plays planned samples (slot → samples, turn by turn), then hands the slot to ``then``.
+
+    A slot at turn ``t < len(plans[slot])`` plays ``plans[slot][t]`` (no policy call); the others
+    go to ``then`` together, in one call per turn.
+    """
+
+    def choose(states: list[State], slots: list[int]) -> list[Sample]:
+        out: list[Sample | None] = [None] * len(states)
+        fresh = []
+        for j, (state, slot) in enumerate(zip(states, slots, strict=True)):
+            plan = plans.get(slot, ())
+            if state.turn < len(plan):
+                out[j] = plan[state.turn]
+            else:
+                fresh.append(j)
+        if fresh:
+            picked = then([states[j] for j in fresh], [slots[j] for j in fresh])
+            for j, sample in zip(fresh, picked, strict=True):
+                out[j] = sample
+        return out  # type: ignore[return-value]
+
+    return choose
+
+
+def recorded(step: Step) -> Sample:
+    """The sample a recorded step played (to replay it)."""
+    return Sample(step.response, step.command, step.reason, (), step.logprob)
+
+
+def branch_points(
+    roots: Sequence[Trajectory], branches: int, rng: random.Random
+) -> list[tuple[Trajectory, int]]:
+    """(root, t) for each branch: t drawn uniformly from each usable root's turns, ``branches`` times it."""
+    points = []
+    for root in roots:
+        if root.failure is None and root.steps:
+            t = rng.randrange(len(root.steps))
+            points += [(root, t)] * branches
+    return points
+
+
 class RolloutModule(LightningModule):
     """Rolls a policy out on batches of episodes (``predict_step``) and writes Trajectory shards.
 
@@ -214,6 +261,18 @@ class RolloutModule(LightningModule):
         output_dir: Where shards and the manifest go.
         policy_id: Recorded in each trajectory (default: the model path).
         seed: Base seed; batch k samples with seed ``seed * 1_000_003 + k``.
+        branches: Branched rollouts (0: off). For each episode of a batch, a turn t is drawn
+            uniformly from its turns and ``branches`` more episodes replay its first t commands,
+            then let the policy act again from turn t to the end. The state s_t then has
+            ``branches + 1`` on-policy actions with their outcomes: Monte-Carlo Q̂(s_t, ·) for
+            different actions at one state, the contrast a PRM needs to rank actions, which
+            independent episodes rarely give past the first turn. Branches are written with
+            ``branch_turn = t``; the manifest's success rate counts the episodes from the start.
+        branch_actions: The action a branch takes at turn t: ``sample`` (the policy's sample, as
+            on any turn: on-policy, but a peaked policy repeats its favourite) or ``distinct``
+            (``admissible`` mode: drawn from the policy without replacement, never the episode's
+            own action, so a state gets ``branches + 1`` different actions while they last; the
+            later turns are the policy's again).
     """
 
     def __init__(
@@ -231,8 +290,20 @@ class RolloutModule(LightningModule):
         output_dir: str = "runs/rollouts",
         policy_id: str | None = None,
         seed: int = 0,
+        branches: int = 0,
+        branch_actions: Literal["sample", "distinct"] = "sample",
     ) -> None:
         super().__init__()
+        if branch_actions not in ("sample", "distinct"):
+            raise ValueError(f"model.branch_actions must be 'sample' or 'distinct', found {branch_actions!r}")
+        if branch_actions == "distinct" and mode != "admissible":
+            raise ValueError(
+                "model.branch_actions=distinct needs model.mode=admissible (it draws among the commands)"
+            )
+        if branches < 0:
+            raise ValueError(f"model.branches must be >= 0, found {branches}")
+        if branches and greedy:
+            raise ValueError("model.branches needs sampled actions: a greedy branch repeats its episode")
         self.save_hyperparameters()
         from agentprm.backbone import load_causal_lm, load_tokenizer
 
@@ -266,27 +337,78 @@ class RolloutModule(LightningModule):
             self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
         )
 
-    def chooser(self, batch_index: int) -> Chooser:
+    def chooser(self, batch_index: int, sampler: HFSampler | None = None) -> Chooser:
         """How actions are picked: one sample of the policy per state (greedy when configured)."""
-        sampler, greedy = self.sampler(batch_index), self.hparams.greedy
+        sampler, greedy = sampler or self.sampler(batch_index), self.hparams.greedy
 
         def choose(states: list[State], slots: list[int]) -> list[Sample]:
             return [s[0] for s in sampler.sample(states, 1, greedy=greedy)]
 
         return choose
 
+    def _distinct_actions(self, sampler: HFSampler, points: Sequence[tuple[Trajectory, int]]) -> list[Sample]:
+        """One action per branch point: per state, drawn without replacement from the policy's
+        distribution over the commands other than the episode's own (repeats once they run out)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for slot, (root, t) in enumerate(points):
+            groups.setdefault((id(root), t), []).append(slot)
+        firsts = [points[slots[0]] for slots in groups.values()]
+        scored = sampler.candidate_logprobs([root.state_at(t) for root, t in firsts])
+        out: list[Sample | None] = [None] * len(points)
+        for slots, (root, t), (responses, suffixes, scores) in zip(
+            groups.values(), firsts, scored, strict=True
+        ):
+            state = root.state_at(t)
+            probs = torch.softmax(scores.double() / self.hparams.temperature, dim=0)
+            if root.steps[t].command in state.admissible_commands:
+                probs[state.admissible_commands.index(root.steps[t].command)] = 0.0
+            if probs.sum() <= 0:  # the episode's action was the only one
+                probs = torch.ones_like(probs)
+            others = int((probs > 0).sum())
+            picks = torch.multinomial(
+                probs, min(len(slots), others), replacement=False, generator=sampler.generator
+            )
+            picks = picks.tolist()
+            while len(picks) < len(slots):
+                picks.append(picks[len(picks) % others])
+            for slot, i in zip(slots, picks, strict=True):
+                command = state.admissible_commands[i]
+                out[slot] = Sample(responses[i], command, "", tuple(suffixes[i]), float(scores[i]))
+        return out  # type: ignore[return-value]
+
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         if _shards(self.output_dir, batch.index):
             return {"batch": batch.index, "skipped": True}
         h = self.hparams
+        env, sampler = self._env(batch.data, batch.max_steps), self.sampler(batch.index)
+        policy_id = h.policy_id or h.model
         trajectories = play(
-            self._env(batch.data, batch.max_steps),
+            env,
             [g for g, _ in batch.episodes],
-            self.chooser(batch.index),
-            policy_id=h.policy_id or h.model,
+            self.chooser(batch.index, sampler),
+            policy_id=policy_id,
             seed=h.seed,
             rollout_indices=[r for _, r in batch.episodes],
         )
+        if h.branches:
+            points = branch_points(trajectories, h.branches, random.Random(h.seed * 1_000_003 + batch.index))
+            plans = {
+                slot: [recorded(step) for step in root.steps[:t]] for slot, (root, t) in enumerate(points)
+            }
+            if h.branch_actions == "distinct":
+                for slot, sample in enumerate(self._distinct_actions(sampler, points)):
+                    plans[slot].append(sample)
+            branched = play(
+                env,
+                [root.game_id for root, _ in points],
+                replaying(plans, self.chooser(batch.index, sampler)),
+                policy_id=policy_id,
+                seed=h.seed,
+                rollout_indices=[root.rollout_index for root, _ in points],
+            )
+            trajectories += [
+                dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, points, strict=True)
+            ]
         write_jsonl(self.output_dir / f"batch-{batch.index:05d}.rank{self.global_rank}.jsonl", trajectories)
         return {"batch": batch.index, "won": sum(t.won for t in trajectories), "episodes": len(trajectories)}
 
@@ -302,7 +424,9 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
 
     from agentprm.records import atomic_write_json
 
-    trajectories = read_shards(output_dir)
+    everything = read_shards(output_dir)
+    trajectories = [t for t in everything if t.branch_turn is None]
+    branches = [t for t in everything if t.branch_turn is not None]
     per_type = Counter(t.task_type for t in trajectories)
     won_type = Counter(t.task_type for t in trajectories if t.won)
     manifest = {
@@ -322,8 +446,10 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
         "success_rate": sum(t.won for t in trajectories) / max(1, len(trajectories)),
         "success_rate_per_task_type": {k: won_type[k] / n for k, n in sorted(per_type.items())},
         "mean_actions": sum(t.num_actions for t in trajectories) / max(1, len(trajectories)),
-        "failures": sum(t.failure is not None for t in trajectories),
-        "failure_reasons": sorted({t.failure for t in trajectories if t.failure}),
+        "branch_episodes": len(branches),
+        "branch_success_rate": sum(t.won for t in branches) / len(branches) if branches else None,
+        "failures": sum(t.failure is not None for t in everything),
+        "failure_reasons": sorted({t.failure for t in everything if t.failure}),
         "shards": sorted(p.name for p in output_dir.glob("batch-*.jsonl")),
         "wall_time_s": round(wall_time, 2),
     }
