@@ -84,9 +84,10 @@ def test_score_batch_equals_each_state_alone_and_scores_repeats_once():
     torch.testing.assert_close(prm.score(states[2], responses[2]), expected[2], rtol=1e-4, atol=1e-4)
 
 
-def _fit_prm(config: str, out: Path, epochs: int, *data_args: str) -> list[dict]:
+def _fit_prm(config: str, out: Path, epochs: int, *data_args: str, drop: float = 0.8) -> list[dict]:
     """``agentprm fit`` of a PRM config at test sizes; its metrics rows, after checking the
-    training loss fell by more than 20% (last 3 logged steps against the first 3)."""
+    training loss fell below ``drop`` × its start (the mean of the last third of the logged steps
+    against the first 3; single steps of 8 examples are too noisy to compare)."""
     args = [
         "fit",
         "-c",
@@ -103,7 +104,8 @@ def _fit_prm(config: str, out: Path, epochs: int, *data_args: str) -> list[dict]
     assert main(args) == 0
     rows = list(csv.DictReader((out / "lightning_logs/version_0/metrics.csv").open()))
     train = [float(r["prm/loss"]) for r in rows if r.get("prm/loss")]
-    assert sum(train[-3:]) / 3 < 0.8 * sum(train[:3]) / 3, train
+    tail = train[-max(3, len(train) // 3) :]
+    assert sum(tail) / len(tail) < drop * sum(train[:3]) / 3, train
     return rows
 
 
@@ -324,6 +326,7 @@ def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollo
         6,
         rollouts,
         f"--data.init_args.value_model={tmp_path / 'value' / 'prm'}",
+        drop=0.9,  # soft targets in (0, 1): the loss cannot fall below their entropy
     )
     assert float([r for r in shaped if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
 
