@@ -18,7 +18,7 @@ from agentprm.envs.alfworld import AlfWorldEnv
 from agentprm.evaluation import EvaluationModule
 from agentprm.prompts import Renderer
 from agentprm.records import read_jsonl
-from agentprm.rollout import RolloutModule, expert_demonstrations, play, scripted
+from agentprm.rollout import RolloutModule, expert_demonstrations, play, read_shards, scripted
 from agentprm.targets import mc_q_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_branched_rollouts_replay_the_prefix_and_sample_again_at_one_state(tmp_p
         "--data.init_args.max_games=4",
     ]
     assert _predict(tmp_path, "tiny", out, extra) == 0
-    trajectories = [t for p in sorted(out.glob("batch-*.jsonl")) for t in read_jsonl(p)]
+    trajectories = read_shards(out)
     roots = {(t.game_id, t.rollout_index): t for t in trajectories if t.branch_turn is None}
     branches = [t for t in trajectories if t.branch_turn is not None]
     assert len(roots) == 4 and len(branches) == 12
@@ -219,7 +219,7 @@ def test_distinct_branches_try_other_actions_than_their_episode(tmp_path):
         "--data.init_args.max_games=4",
     ]
     assert _predict(tmp_path, "tiny", out, extra) == 0
-    trajectories = [t for p in sorted(out.glob("batch-*.jsonl")) for t in read_jsonl(p)]
+    trajectories = read_shards(out)
     roots = {t.game_id: t for t in trajectories if t.branch_turn is None}
     groups: dict[str, list] = {}
     for b in trajectories:

@@ -125,18 +125,15 @@ def _step(state: State, sample: Sample, nxt: EnvStep) -> Step:
 
 
 def scripted(actions: dict[int, Sequence[str]], renderer: Renderer | None = None) -> Chooser:
-    """A chooser that plays fixed command lists (slot → commands), e.g. stored demonstrations."""
+    """A chooser that plays fixed command lists (slot → commands), e.g. stored demonstrations;
+    ``look`` once a list runs out."""
     render = renderer or Renderer(response_format="action")
 
-    def choose(states: list[State], slots: list[int]) -> list[Sample]:
-        out = []
-        for state, slot in zip(states, slots, strict=True):
-            plan = actions[slot]
-            command = plan[state.turn] if state.turn < len(plan) else "look"
-            out.append(Sample(render.response("", command), command, "", (), 0.0))
-        return out
+    def sample(command: str) -> Sample:
+        return Sample(render.response("", command), command, "", (), 0.0)
 
-    return choose
+    plans = {slot: [sample(c) for c in plan] for slot, plan in actions.items()}
+    return replaying(plans, lambda states, slots: [sample("look") for _ in states])
 
 
 def expert_demonstrations(
@@ -207,7 +204,7 @@ def replaying(plans: dict[int, Sequence[Sample]], then: Chooser) -> Chooser:
         out: list[Sample | None] = [None] * len(states)
         fresh = []
         for j, (state, slot) in enumerate(zip(states, slots, strict=True)):
-            plan = plans.get(slot, ())
+            plan = plans[slot]
             if state.turn < len(plan):
                 out[j] = plan[state.turn]
             else:
@@ -226,16 +223,9 @@ def recorded(step: Step) -> Sample:
     return Sample(step.response, step.command, step.reason, (), step.logprob)
 
 
-def branch_points(
-    roots: Sequence[Trajectory], branches: int, rng: random.Random
-) -> list[tuple[Trajectory, int]]:
-    """(root, t) for each branch: t drawn uniformly from each usable root's turns, ``branches`` times it."""
-    points = []
-    for root in roots:
-        if root.failure is None and root.steps:
-            t = rng.randrange(len(root.steps))
-            points += [(root, t)] * branches
-    return points
+def branch_points(roots: Sequence[Trajectory], rng: random.Random) -> list[tuple[Trajectory, int]]:
+    """One (root, t) per usable root: t drawn uniformly from its turns."""
+    return [(root, rng.randrange(len(root.steps))) for root in roots if root.failure is None and root.steps]
 
 
 class RolloutModule(LightningModule):
@@ -346,35 +336,35 @@ class RolloutModule(LightningModule):
 
         return choose
 
-    def _distinct_actions(self, sampler: HFSampler, points: Sequence[tuple[Trajectory, int]]) -> list[Sample]:
-        """One action per branch point: per state, drawn without replacement from the policy's
-        distribution over the commands other than the episode's own (repeats once they run out)."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for slot, (root, t) in enumerate(points):
-            groups.setdefault((id(root), t), []).append(slot)
-        firsts = [points[slots[0]] for slots in groups.values()]
-        scored = sampler.candidate_logprobs([root.state_at(t) for root, t in firsts])
-        out: list[Sample | None] = [None] * len(points)
-        for slots, (root, t), (responses, suffixes, scores) in zip(
-            groups.values(), firsts, scored, strict=True
+    def _distinct_actions(
+        self, sampler: HFSampler, points: Sequence[tuple[Trajectory, int]], k: int
+    ) -> list[list[Sample]]:
+        """``k`` actions per branch point, drawn without replacement from the policy's distribution
+        over the commands other than the episode's own (repeated once they run out)."""
+        states = [root.state_at(t) for root, t in points]
+        out = []
+        for state, (root, t), (responses, suffixes, scores) in zip(
+            states, points, sampler.candidate_logprobs(states), strict=True
         ):
-            state = root.state_at(t)
             probs = torch.softmax(scores.double() / self.hparams.temperature, dim=0)
             if root.steps[t].command in state.admissible_commands:
                 probs[state.admissible_commands.index(root.steps[t].command)] = 0.0
             if probs.sum() <= 0:  # the episode's action was the only one
                 probs = torch.ones_like(probs)
             others = int((probs > 0).sum())
-            picks = torch.multinomial(
-                probs, min(len(slots), others), replacement=False, generator=sampler.generator
-            )
+            picks = torch.multinomial(probs, min(k, others), replacement=False, generator=sampler.generator)
             picks = picks.tolist()
-            while len(picks) < len(slots):
+            while len(picks) < k:
                 picks.append(picks[len(picks) % others])
-            for slot, i in zip(slots, picks, strict=True):
-                command = state.admissible_commands[i]
-                out[slot] = Sample(responses[i], command, "", tuple(suffixes[i]), float(scores[i]))
-        return out  # type: ignore[return-value]
+            out.append(
+                [
+                    Sample(
+                        responses[i], state.admissible_commands[i], "", tuple(suffixes[i]), float(scores[i])
+                    )
+                    for i in picks
+                ]
+            )
+        return out
 
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         if _shards(self.output_dir, batch.index):
@@ -391,23 +381,24 @@ class RolloutModule(LightningModule):
             rollout_indices=[r for _, r in batch.episodes],
         )
         if h.branches:
-            points = branch_points(trajectories, h.branches, random.Random(h.seed * 1_000_003 + batch.index))
-            plans = {
-                slot: [recorded(step) for step in root.steps[:t]] for slot, (root, t) in enumerate(points)
-            }
+            points = branch_points(trajectories, random.Random(h.seed * 1_000_003 + batch.index))
+            prefixes = [[recorded(step) for step in root.steps[:t]] for root, t in points]
             if h.branch_actions == "distinct":
-                for slot, sample in enumerate(self._distinct_actions(sampler, points)):
-                    plans[slot].append(sample)
+                actions = self._distinct_actions(sampler, points, h.branches)
+                plans = [[*p, a] for p, acts in zip(prefixes, actions, strict=True) for a in acts]
+            else:
+                plans = [p for p in prefixes for _ in range(h.branches)]
+            slots = [point for point in points for _ in range(h.branches)]
             branched = play(
                 env,
-                [root.game_id for root, _ in points],
-                replaying(plans, self.chooser(batch.index, sampler)),
+                [root.game_id for root, _ in slots],
+                replaying(dict(enumerate(plans)), self.chooser(batch.index, sampler)),
                 policy_id=policy_id,
                 seed=h.seed,
-                rollout_indices=[root.rollout_index for root, _ in points],
+                rollout_indices=[root.rollout_index for root, _ in slots],
             )
             trajectories += [
-                dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, points, strict=True)
+                dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, slots, strict=True)
             ]
         write_jsonl(self.output_dir / f"batch-{batch.index:05d}.rank{self.global_rank}.jsonl", trajectories)
         return {"batch": batch.index, "won": sum(t.won for t in trajectories), "episodes": len(trajectories)}
