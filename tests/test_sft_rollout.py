@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from agentprm.data import LengthGroupedSampler, collate_sft, sft_examples, sprea
 from agentprm.envs.alfworld import AlfWorldEnv
 from agentprm.evaluation import EvaluationModule
 from agentprm.prompts import Renderer
-from agentprm.records import read_jsonl
+from agentprm.records import read_jsonl, write_jsonl
 from agentprm.rollout import RolloutModule, expert_demonstrations, play, read_shards, scripted
 from agentprm.targets import mc_q_targets
 
@@ -166,6 +167,38 @@ def test_predict_writes_shards_and_manifest_and_resumes(tmp_path):
     after = sorted(out.glob("batch-*.jsonl"))
     assert {p.name: p.read_bytes() for p in after} == before
     assert [p.stat().st_mtime_ns == stamp[p.name] for p in after] == [True, False, True]
+
+
+def test_retry_failed_plays_again_only_the_batches_with_failed_episodes(tmp_path):
+    out = tmp_path / "rollouts"
+    assert _predict(tmp_path, "tiny", out) == 0
+    shards = sorted(out.glob("batch-*.jsonl"))
+    clean = shards[1].read_bytes()
+    # An engine error (here a full disk) as the rollout records it, in a shard another rank wrote.
+    played = read_jsonl(shards[1])
+    error = "OSError: [Errno 28] No space left on device: '/tmp/tmp{}/libdownward.so'"
+    broken = [
+        dataclasses.replace(t, failure=error.format(n), won=False)
+        for t, n in zip(played[:2], ["a1b2c3d4", "zz_9y8x7"], strict=True)
+    ]
+    shards[1].unlink()
+    moved = out / "batch-00001.rank1.jsonl"
+    write_jsonl(moved, broken + played[2:])
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("batch-*.jsonl")}
+
+    assert _predict(tmp_path, "tiny", out) == 0  # a plain rerun keeps every finished batch
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failures"] == 2 and moved.exists()
+    assert manifest["failure_reasons"] == {error.format("XXXXXXXX"): 2}
+
+    assert _predict(tmp_path, "tiny", out, ["--model.init_args.retry_failed=true"]) == 0
+    after = {p.name: p for p in out.glob("batch-*.jsonl")}
+    assert sorted(after) == [f"batch-0000{k}.rank0.jsonl" for k in range(3)]
+    assert after["batch-00001.rank0.jsonl"].read_bytes() == clean  # the same seed plays it again
+    assert all(after[name].stat().st_mtime_ns == stamp[name] for name in stamp if name in after)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failures"] == 0 and manifest["failure_reasons"] == {}
+    assert manifest["episodes"] == manifest["expected_episodes"] == 12
 
 
 def test_branched_rollouts_replay_the_prefix_and_sample_again_at_one_state(tmp_path):

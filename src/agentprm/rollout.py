@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -235,7 +236,9 @@ class RolloutModule(LightningModule):
     one policy call per turn. Its trajectories go to ``<output_dir>/batch-<k>.rank<r>.jsonl``,
     written atomically; a batch whose shard exists is skipped, so a killed run loses at most its
     unfinished batches and the same command resumes it. ``manifest.json`` (policy, games, seeds,
-    counts, failures, wall time) is written at the end.
+    counts, failures, wall time) is written at the end. An episode whose engine raised (a full
+    disk, a crashed planner) is recorded with its ``failure`` and skipped by every target; rerun
+    with ``retry_failed`` to play the batches that hold such episodes again.
 
     Args:
         model: Policy model directory or hub name (``tiny``: the untrained tiny model).
@@ -263,6 +266,9 @@ class RolloutModule(LightningModule):
             (``admissible`` mode: drawn from the policy without replacement, never the episode's
             own action, so a state gets ``branches + 1`` different actions while they last; the
             later turns are the policy's again).
+        retry_failed: On a rerun, play again each finished batch whose shard holds a failed
+            episode and replace its shard (the batch keeps its seed). Off: finished batches are
+            kept as they are.
     """
 
     def __init__(
@@ -282,6 +288,7 @@ class RolloutModule(LightningModule):
         seed: int = 0,
         branches: int = 0,
         branch_actions: Literal["sample", "distinct"] = "sample",
+        retry_failed: bool = False,
     ) -> None:
         super().__init__()
         if branch_actions not in ("sample", "distinct"):
@@ -366,8 +373,15 @@ class RolloutModule(LightningModule):
             )
         return out
 
+    def _finished(self, index: int) -> bool:
+        """Whether batch ``index`` has a shard to keep (with ``retry_failed``: one without failures)."""
+        shards = _shards(self.output_dir, index)
+        if not shards or not self.hparams.get("retry_failed", False):
+            return bool(shards)
+        return not any(t.failure is not None for p in shards for t in read_jsonl(p))
+
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
-        if _shards(self.output_dir, batch.index):
+        if self._finished(batch.index):
             return {"batch": batch.index, "skipped": True}
         h = self.hparams
         env, sampler = self._env(batch.data, batch.max_steps), self.sampler(batch.index)
@@ -400,13 +414,31 @@ class RolloutModule(LightningModule):
             trajectories += [
                 dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, slots, strict=True)
             ]
-        write_jsonl(self.output_dir / f"batch-{batch.index:05d}.rank{self.global_rank}.jsonl", trajectories)
+        shard = self.output_dir / f"batch-{batch.index:05d}.rank{self.global_rank}.jsonl"
+        write_jsonl(shard, trajectories)
+        for old in _shards(self.output_dir, batch.index):  # a retried batch's shard from another rank
+            if old != shard:
+                old.unlink()
         return {"batch": batch.index, "won": sum(t.won for t in trajectories), "episodes": len(trajectories)}
 
     def on_predict_end(self) -> None:
         self.trainer.strategy.barrier()
         if self.global_rank == 0:
             write_manifest(self.output_dir, self.hparams, time.time() - self._start, self.trainer.datamodule)
+
+
+def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict[str, int]:
+    """The ``limit`` most frequent failure messages with their counts.
+
+    Temporary names (``tmp`` and 8 random characters, as :mod:`tempfile` makes them) are folded to
+    ``tmpXXXXXXXX``, so one cause that hit many episodes counts once.
+    """
+    from collections import Counter
+
+    reasons = Counter(
+        re.sub(r"\btmp[a-z0-9_]{8}\b", "tmpXXXXXXXX", t.failure) for t in trajectories if t.failure
+    )
+    return dict(reasons.most_common(limit))
 
 
 def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> dict:
@@ -440,7 +472,7 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
         "branch_episodes": len(branches),
         "branch_success_rate": sum(t.won for t in branches) / len(branches) if branches else None,
         "failures": sum(t.failure is not None for t in everything),
-        "failure_reasons": sorted({t.failure for t in everything if t.failure}),
+        "failure_reasons": failure_reasons(everything),
         "shards": sorted(p.name for p in output_dir.glob("batch-*.jsonl")),
         "wall_time_s": round(wall_time, 2),
     }
