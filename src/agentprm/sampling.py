@@ -14,6 +14,7 @@ Every sample carries its text, token ids and log-probability under the policy.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -294,6 +295,20 @@ class _Unpacked:
             setattr(self, name, None if value is None else value[rows, cols])
 
 
+def _cache_argument(module) -> str:
+    """The keyword a model's ``forward`` takes its KV cache under.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40);
+    earlier 5.x releases know only ``past_key_values``. A PEFT wrapper is looked through to its base.
+    """
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index):
     """Run left-padded prefixes ``[G, P]`` once and continuations ``[N, C]`` against their cache.
 
@@ -303,7 +318,7 @@ def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, cont
     it, kept apart by a block attention mask, so the prefix's keys and values are never copied per
     continuation. Differentiable: gradients flow through the cache into the prefixes. ``module`` is
     a causal LM or its decoder trunk (anything taking ``input_ids``, ``attention_mask`` — a custom
-    4D mask here —, ``past_key_values``, ``position_ids`` and ``use_cache``).
+    4D mask here —, ``past_key_values`` or ``cache``, ``position_ids`` and ``use_cache``).
 
     Returns:
         ``(prefix_out, out)``: the prefixes' output (index ``[:, -1]`` is each prefix's last token)
@@ -347,7 +362,7 @@ def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, cont
     own = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
     own = (own & (columns[:, None] >= columns[None, :])) | torch.eye(packed, dtype=torch.bool, device=device)
     allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(-1, packed, -1), own], dim=2)
-    cache = prefix_out.past_key_values
+    cache = prefix_out.cache if hasattr(prefix_out, "cache") else prefix_out.past_key_values
     dtype = cache.layers[0].keys.dtype
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
         ~allowed, torch.finfo(dtype).min
@@ -355,9 +370,9 @@ def prefix_cache_forward(module, prefix_ids, prefix_mask, continuation_ids, cont
     out = module(
         input_ids=ids,
         attention_mask=mask[:, None],
-        past_key_values=cache,
         position_ids=positions,
         use_cache=False,
+        **{_cache_argument(module): cache},
     )
     cols_all = (start[:, None] + offsets).clamp(max=packed - 1)
     return prefix_out, _Unpacked(out, prefix_index[:, None].expand(-1, width), cols_all)
