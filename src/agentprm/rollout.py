@@ -17,6 +17,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -376,7 +377,7 @@ class RolloutModule(LightningModule):
     def _finished(self, index: int) -> bool:
         """Whether batch ``index`` has a shard to keep (with ``retry_failed``: one without failures)."""
         shards = _shards(self.output_dir, index)
-        if not shards or not self.hparams.get("retry_failed", False):
+        if not shards or not self.hparams.retry_failed:
             return bool(shards)
         return not any(t.failure is not None for p in shards for t in read_jsonl(p))
 
@@ -433,8 +434,6 @@ def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict
     Temporary names (``tmp`` and 8 random characters, as :mod:`tempfile` makes them) are folded to
     ``tmpXXXXXXXX``, so one cause that hit many episodes counts once.
     """
-    from collections import Counter
-
     reasons = Counter(
         re.sub(r"\btmp[a-z0-9_]{8}\b", "tmpXXXXXXXX", t.failure) for t in trajectories if t.failure
     )
@@ -443,8 +442,6 @@ def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict
 
 def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> dict:
     """Summarise every shard of a rollout directory into ``manifest.json``."""
-    from collections import Counter
-
     from agentprm.records import atomic_write_json
 
     everything = read_shards(output_dir)

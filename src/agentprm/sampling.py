@@ -14,6 +14,7 @@ Every sample carries its text, token ids and log-probability under the policy.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -302,8 +303,14 @@ def _cache_argument(module) -> str:
     earlier 5.x releases know only ``past_key_values``. A PEFT wrapper is looked through to its base.
     """
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    return _cache_keyword(type(base))
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """:func:`_cache_argument` for one model class (its signature is read once, not every forward)."""
     try:
-        parameters = inspect.signature(base.forward).parameters
+        parameters = inspect.signature(model_class.forward).parameters
     except (TypeError, ValueError):
         return "past_key_values"
     return "cache" if "cache" in parameters else "past_key_values"
