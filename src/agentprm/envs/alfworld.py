@@ -13,8 +13,9 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from agentprm.envs.base import TASK_TYPES, EnvStep
 
@@ -22,6 +23,7 @@ __all__ = [
     "SPLITS",
     "AlfWorldEnv",
     "DataError",
+    "Snapshot",
     "random_walk",
     "resolve_data_root",
     "task_type_of",
@@ -92,15 +94,27 @@ class AlfWorldEnv:
         max_steps: Step budget per episode (30 for the paper protocol, 50 for ReAct's).
         text_cache: Memoise TextWorld's text-generation parser (same output, 3-4x faster steps).
         cache_games: How many loaded games to keep for repeated resets (loading parses the problem).
+        engine: ``graph`` (each game loaded once and every transition computed once,
+            :class:`~agentprm.envs.engine.GameGraph`; episodes can be snapshotted and restored) or
+            ``plain`` (TextWorld's ``PddlEnv`` stepped as it is: the reference the graph is tested
+            against and benchmarked with).
     """
 
     def __init__(
-        self, data: str = "builtin:small", max_steps: int = 30, text_cache: bool = True, cache_games: int = 64
+        self,
+        data: str = "builtin:small",
+        max_steps: int = 30,
+        text_cache: bool = True,
+        cache_games: int = 64,
+        engine: Literal["graph", "plain"] = "graph",
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if engine not in ("graph", "plain"):
+            raise ValueError(f"engine must be 'graph' or 'plain', got {engine!r}")
         self.data = data
         self.max_steps = max_steps
+        self.engine = engine
         self.root = resolve_data_root(data)
         self._cache_games = cache_games
         self._loaded: OrderedDict[str, object] = OrderedDict()
@@ -132,22 +146,9 @@ class AlfWorldEnv:
             raise DataError(f"{base} holds no game.tw-pddl files (data={self.data!r}). {_HOW_TO_GET_DATA}")
         return ids
 
-    def _engine(self, game_id: str):
-        """A loaded engine for the game, from the LRU cache when possible."""
-        if game_id in self._loaded:
-            self._loaded.move_to_end(game_id)
-            return self._loaded[game_id]
-        self._loaded[game_id] = env = self._load(game_id)
-        while len(self._loaded) > self._cache_games:
-            self._loaded.popitem(last=False)
-        return env
-
-    def _load(self, game_id: str):
+    def game_data(self, game_id: str) -> dict:
+        """The content of a game's ``game.tw-pddl`` (checked to be marked solvable)."""
         import json
-
-        import textworld
-        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-        from textworld.envs.pddl import PddlEnv
 
         path = self.root / "json_2.1.1" / game_id / "game.tw-pddl"
         try:
@@ -156,50 +157,83 @@ class AlfWorldEnv:
             raise DataError(f"{path}: cannot read the game file ({err}). {_HOW_TO_GET_DATA}") from err
         if not data.get("solvable", False):
             raise DataError(f"{path}: game is not marked solvable (key 'solvable' must be true)")
+        return data
+
+    def expert(self, game_id: str):
+        """A fresh :class:`~agentprm.envs.expert.SearchExpert` for the game, its task read from the
+        game's ``traj_data.json`` (``task_type`` and ``pddl_params``, as in ALFWorld's data)."""
+        import json
+
+        from agentprm.envs.expert import SearchExpert
+
+        path = self.root / "json_2.1.1" / game_id / "traj_data.json"
+        try:
+            traj = json.loads(path.read_text())
+            params = traj["pddl_params"]
+            return SearchExpert(
+                traj["task_type"], params["object_target"], params["parent_target"], params["toggle_target"]
+            )
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise DataError(
+                f"{path}: cannot read the task (task_type, pddl_params.object_target/parent_target/"
+                f"toggle_target): {err}"
+            ) from err
+
+    def graph(self, game_id: str):
+        """The game's :class:`~agentprm.envs.engine.GameGraph` (loaded once, kept in an LRU cache)."""
+        from agentprm.envs.engine import GameGraph
+
+        if game_id in self._loaded:
+            self._loaded.move_to_end(game_id)
+            return self._loaded[game_id]
+        self._loaded[game_id] = graph = GameGraph(self.game_data(game_id))
+        while len(self._loaded) > max(1, self._cache_games):
+            self._loaded.popitem(last=False)
+        return graph
+
+    def _plain(self, game_id: str):
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+        from textworld.envs.pddl import PddlEnv
+
         env = AlfredDemangler(shuffle=False)(PddlEnv(textworld.EnvInfos(admissible_commands=True, won=True)))
-        env.load(data)
-        return env
+        env.load(self.game_data(game_id))
+        return _PlainSlot(env)
 
     # -- episodes -----------------------------------------------------------------------------
     def reset(self, game_ids: Sequence[str]) -> list[EnvStep]:
-        # Slots that play the same game need their own engine: keep the cached one for the first.
         self._slots, self._last = [], []
-        used: set[str] = set()
         for gid in game_ids:
             try:
-                engine = self._load(gid) if gid in used else self._engine(gid)
-                used.add(gid)
-                state = engine.reset()
-                text = state.feedback
+                slot = _GraphSlot(self.graph(gid), 0) if self.engine == "graph" else self._plain(gid)
+                text, admissible = slot.reset()
                 task = m.group(1).strip() if (m := _TASK_RE.search(text)) else ""
                 observation = "\n".join(text.split("\n\n")[1:]).strip() or text.strip()
-                step = EnvStep(
-                    gid, task_type_of(gid), task, observation, tuple(state["admissible_commands"]), 0
-                )
+                step = EnvStep(gid, task_type_of(gid), task, observation, admissible, 0)
             except DataError:
                 raise
             except Exception as err:  # a broken game ends only its own episode
-                engine = None
+                slot = None
                 step = EnvStep(gid, task_type_of(gid), "", "", (), 0, done=True, failure=_describe(err))
-            self._slots.append(engine)
+            self._slots.append(slot)
             self._last.append(step)
         return list(self._last)
 
     def step(self, commands: Sequence[str | None]) -> list[EnvStep]:
         if len(commands) != len(self._slots):
             raise ValueError(f"step got {len(commands)} commands for {len(self._slots)} episodes")
-        for i, (engine, last, command) in enumerate(zip(self._slots, self._last, commands, strict=True)):
+        for i, (slot, last, command) in enumerate(zip(self._slots, self._last, commands, strict=True)):
             if last.done:
                 continue
             try:
                 sent = translate_command(command or "", last.admissible_commands)
-                state, _, _ = engine.step(sent)
-                won, turn = bool(state["won"]), last.turn + 1
+                feedback, admissible, won = slot.step(sent)
+                turn = last.turn + 1
                 done = won or turn >= self.max_steps
                 self._last[i] = replace(
                     last,
-                    observation=state.feedback.strip(),
-                    admissible_commands=() if done else tuple(state["admissible_commands"]),
+                    observation=feedback.strip(),
+                    admissible_commands=() if done else admissible,
                     turn=turn,
                     won=won,
                     done=done,
@@ -211,9 +245,69 @@ class AlfWorldEnv:
                 )
         return list(self._last)
 
+    def snapshot(self, slot: int) -> Snapshot:
+        """A copy of episode ``slot`` as it is now, to continue from with :meth:`restore`.
+
+        Costs nothing with the ``graph`` engine (the episode's node); the ``plain`` engine has no
+        snapshots.
+        """
+        engine = self._slots[slot]
+        if not isinstance(engine, _GraphSlot):
+            raise ValueError("snapshots need engine='graph'")
+        return Snapshot(self._last[slot], engine.graph, engine.node)
+
+    def restore(self, snapshots: Sequence[Snapshot]) -> list[EnvStep]:
+        """Start one episode per snapshot, each continuing exactly where its snapshot was taken
+        (its turn count included), like :meth:`reset` starts them at the beginning."""
+        if self.engine != "graph":
+            raise ValueError("snapshots need engine='graph'")
+        self._slots = [_GraphSlot(s.graph, s.node) for s in snapshots]
+        self._last = [s.step for s in snapshots]
+        return list(self._last)
+
     def close(self) -> None:
         self._loaded.clear()
         self._slots, self._last = [], []
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An episode's state: what it shows (``step``) and its engine state (a node of ``graph``)."""
+
+    step: EnvStep
+    graph: object
+    node: int
+
+
+class _GraphSlot:
+    """An episode as a position in its game's graph."""
+
+    def __init__(self, graph, node: int) -> None:
+        self.graph, self.node = graph, node
+
+    def reset(self) -> tuple[str, tuple[str, ...]]:
+        self.node = 0
+        return self.graph.intro, self.graph.nodes[0].admissible
+
+    def step(self, command: str) -> tuple[str, tuple[str, ...], bool]:
+        feedback, self.node = self.graph.step(self.node, command)
+        node = self.graph.nodes[self.node]
+        return feedback, node.admissible, node.won
+
+
+class _PlainSlot:
+    """An episode in its own TextWorld ``PddlEnv`` (the reference engine)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    def reset(self) -> tuple[str, tuple[str, ...]]:
+        state = self.env.reset()
+        return state.feedback, tuple(state["admissible_commands"])
+
+    def step(self, command: str) -> tuple[str, tuple[str, ...], bool]:
+        state, _, _ = self.env.step(command)
+        return state.feedback, tuple(state["admissible_commands"]), bool(state["won"])
 
 
 def random_walk(env: AlfWorldEnv, game_ids: Sequence[str], steps: int, seed: int = 0) -> list[tuple]:
