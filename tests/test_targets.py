@@ -360,3 +360,23 @@ def test_split_by_game_keeps_games_whole():
     assert split_by_game(trajs, val_fraction=0.3, seed=1) == (train, val)
     # targets after the split: no train target holds a validation game
     assert all(set(t.game_ids).isdisjoint(val_games) for t in mc_q_targets(train))
+
+
+# ----------------------------------------------------------------------------- branches
+
+
+def test_a_branch_counts_from_its_branch_turn():
+    import dataclasses
+
+    root = make_traj(["a", "b", "c"], True)  # won: γ², γ, 1
+    branch = dataclasses.replace(make_traj(["a", "b", "d", "a"], False), branch_turn=2)  # lost from turn 2
+    q = by_command(mc_q_targets([root, branch], gamma=G))
+    # The replayed prefix (s0, a), (s1, b) is the root's visit only: counted once, not averaged with
+    # the branch's outcome (which would have halved them to 0.405 and 0.45).
+    assert (q[0, "a"].count, q[0, "a"].q) == (1, pytest.approx(0.81))
+    assert (q[1, "b"].count, q[1, "b"].q) == (1, pytest.approx(0.9))
+    # From the branch turn on, the branch's own visits: (s2, d) and (s3, a) lost.
+    assert (q[2, "c"].q, q[2, "d"].q, q[2, "d"].count) == (pytest.approx(1.0), 0.0, 1)
+    assert q[3, "a"].count == 1
+    values = {v.state.turn: v for v in state_values([root, branch], gamma=G)}
+    assert values[0].count == 1 and values[2].count == 2  # s2: the root's and the branch's own visit

@@ -5,6 +5,8 @@
 - :func:`state_values`: V̂(s), the same estimate keyed by state only.
 - :func:`shaped_q_targets`: outcome plus the shaping term γV(s') − V(s) of a reference policy's value,
   squashed to soft labels (paper §4.2, reference-policy shaping).
+- :func:`reference_targets`: targets from a reference policy's values on the learner's states
+  (the expert's advantage A^μ(s, a) = Q^μ(s, a) − V^μ(s), squashed; pairs ordered by Q^μ).
 - :func:`inverse_transitions`: InversePRM transitions (s, a, s', a') with an expert/learner label (Eq. 9).
 - :func:`split_games`, :func:`split_by_game`: the train/validation split, always by game.
 
@@ -15,6 +17,8 @@ Conventions shared by every function here:
 - A trajectory with ``failure is not None`` broke (sampler error, engine crash, …): its outcome is
   unknown, so it is skipped, never counted as a loss. :func:`count_failures` says how many were skipped.
   Trajectories with no steps contribute nothing.
+- A branch (``branch_turn = t``) replayed its root's first t turns: only its turns from t on are
+  visits of their own, so the earlier ones are not counted again.
 - Keys are :meth:`State.key` hashes: ``state.key(command)`` for (s, a), ``state.key()`` for s. A key
   holds the full history, so it occurs at most once per trajectory; ``game_id`` is not part of it, so
   identical states of different games merge. A merged record keeps the first-seen :class:`State`
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agentprm.records import State, Trajectory, register_record
+from agentprm.reference import commands_digest
 
 DiscountMode = Literal["to_go", "from_start"]
 _TOL = 1e-12
@@ -185,6 +190,8 @@ def _merge(trajectories: Iterable[Trajectory], credit: _Credit, by_command: bool
     for traj in _usable(trajectories):
         states = traj.states()
         for t, (state, step) in enumerate(zip(states, traj.steps, strict=True)):
+            if t < (traj.branch_turn or 0):
+                continue  # a branch replays its root's turns before the branch turn: not new visits
             command = step.command if by_command else None
             key = state.key(command)
             if key not in means:
@@ -464,7 +471,7 @@ def _transitions(traj: Trajectory, label: float) -> list[Transition]:
             traj.policy_id,
             traj.game_id,
         )
-        for t in range(last + 1)
+        for t in range(traj.branch_turn or 0, last + 1)  # a branch's replayed prefix is its root's
     ]
 
 
@@ -491,6 +498,87 @@ def _balance(
         keep = sorted(i for s in quota for i in rng.sample(sources[s], quota[s]))
         neg = [neg[i] for i in keep]
     return pos, neg
+
+
+def reference_targets(
+    trajectories: Iterable[Trajectory],
+    labels: Iterable,
+    response_of: Callable[[str], str],
+    *,
+    c: float = 3.0,
+    delta: float = 0.015,
+    squash: bool = True,
+) -> tuple[list[QTarget], list[PreferencePair]]:
+    """Targets from a reference policy μ's values on the learner's own states (paper §4.2 with μ
+    the search expert; AggreVaTe's cost-to-go).
+
+    ``labels`` (:class:`~agentprm.reference.ReferenceLabels`, one per trajectory, matched by game,
+    rollout index, branch turn and commands) give V^μ(s_t) and Q^μ(s_t, a_t) at every turn and
+    Q^μ(s_t, c) of every admissible command c at some turns. Then:
+
+    - Q targets: the shaped advantage y = r + γV^μ(s') − V^μ(s) = Q^μ(s, a) − V^μ(s) of the taken
+      command at every turn and of every labelled command, averaged per (state, command) key and
+      (``squash``) mapped to soft labels by :func:`squash_targets`. The state's own value is the
+      baseline, so the targets rank actions instead of valuing states.
+    - Preference pairs: at every labelled turn, every two commands whose Q^μ differ by ≥ δ.
+
+    Args:
+        trajectories: Rollouts; failed and empty ones are skipped, branches count from their branch turn.
+        labels: Their labels; a trajectory without one is skipped.
+        response_of: The response text of a command the trajectory did not take (the taken one
+            keeps its own response).
+        c: The squashing constant (slope c / IQR).
+        delta: The pair margin, on Q^μ's [0, 1] scale.
+        squash: Map the Q targets to soft labels (else the raw advantages).
+
+    Returns:
+        The Q targets (first-seen key order) and the pairs.
+    """
+    by_key = {(lb.game_id, lb.rollout_index, lb.branch_turn, lb.commands_digest): lb for lb in labels}
+
+    means: dict[str, _Mean] = {}
+    pairs: list[PreferencePair] = []
+
+    def add(state: State, command: str, response: str, y: float, game: str) -> None:
+        key = state.key(command)
+        if key not in means:
+            means[key] = _Mean(state, command)
+        m = means[key]
+        m.total += y
+        m.count += 1
+        m.games.setdefault(game)
+        m.responses.setdefault(response)
+
+    for traj in _usable(trajectories):
+        label = by_key.get((traj.game_id, traj.rollout_index, traj.branch_turn, commands_digest(traj)))
+        if label is None:
+            continue
+        states = traj.states()
+        labelled = dict(zip(label.labelled_turns, label.labelled_q, strict=True))
+        for t in range(traj.branch_turn or 0, len(traj.steps)):
+            state, step, v = states[t], traj.steps[t], label.values[t]
+            add(state, step.command, step.response, label.taken_q[t] - v, traj.game_id)
+            if t not in labelled:
+                continue
+            qs = labelled[t]
+            responses = [
+                step.response if cmd == step.command else response_of(cmd)
+                for cmd in state.admissible_commands
+            ]
+            for cmd, response, q in zip(state.admissible_commands, responses, qs, strict=True):
+                if cmd != step.command:
+                    add(state, cmd, response, q - v, traj.game_id)
+            for i, qi in enumerate(qs):
+                for j, qj in enumerate(qs):
+                    if qi - qj >= delta - _TOL:
+                        cmd_i, cmd_j = state.admissible_commands[i], state.admissible_commands[j]
+                        pairs.append(
+                            PreferencePair(
+                                state, responses[i], responses[j], cmd_i, cmd_j, qi, qj, (traj.game_id,)
+                            )
+                        )
+    raw = [m.q_target(m.total / m.count) for m in means.values()]
+    return (squash_targets(raw, c) if squash else raw), pairs
 
 
 def split_games(
