@@ -256,3 +256,43 @@ def test_bad_settings_are_named(random_prm):
         OnlineDPOModule("tiny", prm=str(random_prm), samples_per_state=1)
     with pytest.raises(ValueError, match="reference='adapters' needs LoRA"):
         OnlineDPOModule("tiny", prm=str(random_prm), reference="adapters")
+
+
+def test_distinct_candidates_and_all_pairs(random_prm, scripted_rollouts):
+    module = OnlineDPOModule(
+        "tiny", prm=str(random_prm), samples_per_state=4, candidates="distinct", pairs="all"
+    )
+    states = policy_states(read_jsonl(scripted_rollouts / "rollouts.jsonl"))[:6]
+    for s in module.score_states(states, seed=0):
+        texts = [x.text for x in s.samples]
+        assert len(texts) == min(4, len(s.state.admissible_commands)) and len(set(texts)) == len(texts)
+        expected = {(i, j) for i in range(len(texts)) for j in range(len(texts)) if s.scores[i] > s.scores[j]}
+        assert set(s.pairs) == expected and (s.chosen, s.rejected) in expected
+    with pytest.raises(ValueError, match="candidates=distinct needs mode=admissible"):
+        OnlineDPOModule("tiny", prm=str(random_prm), candidates="distinct", mode="generate")
+
+
+def test_oracle_dpo_with_an_nll_anchor_raises_the_chosen_likelihood(tmp_path, small_root, scripted_rollouts):
+    """Against the search expert's Q, with an NLL anchor, the chosen responses gain probability."""
+    oracle = f"oracle?data={small_root}"
+    module = OnlineDPOModule(
+        "tiny", prm=oracle, candidates="distinct", lr=0.01, nll_weight=1.0, output_dir=str(tmp_path / "pi")
+    )
+    data = PolicyDataModule([str(scripted_rollouts)], batch_size=4, val_fraction=0.2)
+    data.setup()
+    scored = module.score_states(data.train_states[:8], seed=1)
+    paired = [s for s in scored if s.pairs]
+    assert paired, "the oracle orders the commands of these states"
+
+    def chosen_logp() -> float:
+        with torch.no_grad():
+            return float(
+                sum(
+                    module._logps(module.model, paired, [[s.chosen] for s in paired])[b][0]
+                    for b in range(len(paired))
+                )
+            )
+
+    before = chosen_logp()
+    _trainer(tmp_path, 6).fit(module, data)
+    assert chosen_logp() > before

@@ -340,3 +340,53 @@ def test_value_and_shaped_targets_reject_bad_settings():
         PRMDataModule(rollouts=["x"], loss="relative", target="value")
     with pytest.raises(ValueError, match=r"data\.value_model"):
         PRMDataModule(rollouts=["x"], target="shaped")
+
+
+def test_reference_targets_from_rollout_labels_train_a_ranking_prm(tmp_path):
+    """Rollouts labelled with the search expert's values (reference_turns) → a relative PRM on
+    pairs ordered by Q^μ; the labels are written beside the shards and match their trajectories."""
+    from agentprm.records import read_jsonl
+    from agentprm.reference import ReferenceLabels, commands_digest
+    from agentprm.rollout import read_shards
+
+    out = tmp_path / "rollouts"
+    args = [
+        "predict",
+        "-c",
+        str(ROOT / "configs/rollout/quickstart.yaml"),
+        "--model.init_args.model=tiny",
+        f"--model.init_args.output_dir={out}",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.max_games=12",
+        "--data.init_args.rollouts_per_game=1",
+        "--data.init_args.batch_size=6",
+        "--data.init_args.max_steps=6",
+        "--model.init_args.reference_turns=2",
+        "--model.init_args.temperature=2.0",
+    ]
+    assert main(args) == 0
+    trajectories = read_shards(out)
+    labels = [
+        lb for p in sorted((out / "reference").glob("*.jsonl")) for lb in read_jsonl(p, ReferenceLabels)
+    ]
+    assert len(labels) == len(trajectories) == 12
+    for t, lb in zip(trajectories, labels, strict=True):
+        assert lb.commands_digest == commands_digest(t) and len(lb.values) == t.num_actions
+        assert len(lb.labelled_turns) == min(2, t.num_actions)
+        for k, q in zip(lb.labelled_turns, lb.labelled_q, strict=True):
+            assert len(q) == len(t.steps[k].admissible_commands)
+    rows = _fit_prm(
+        "configs/prm/relative.yaml",
+        tmp_path / "prm",
+        4,
+        f"--data.init_args.rollouts=[{out}]",
+        "--data.init_args.target=reference",
+        "--data.init_args.loss=relative",
+        "--model.init_args.loss=relative",
+    )
+    assert float([r for r in rows if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
+    with pytest.raises(FileNotFoundError, match="no reference labels"):
+        from agentprm.data import PRMDataModule
+
+        PRMDataModule(rollouts=[str(tmp_path)], target="reference")._reference_labels()

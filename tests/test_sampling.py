@@ -158,3 +158,23 @@ def test_bad_arguments_are_named(lm):
         HFSampler(model, tok, Renderer(), "beam")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         HFSampler(model, tok, Renderer(), temperature=0)
+
+
+def test_common_random_numbers_pick_by_the_inverse_cdf():
+    from agentprm.sampling import _inverse_cdf
+
+    probs = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    near = torch.tensor([0.48, 0.32, 0.2], dtype=torch.float64)
+    same = sum(
+        _inverse_cdf(probs, 1, False, torch.Generator().manual_seed(k))
+        == _inverse_cdf(near, 1, False, torch.Generator().manual_seed(k))
+        for k in range(400)
+    )
+    assert same >= 385  # only uniforms in [0.48, 0.5) (and nothing else) change the pick
+    counts = [0, 0, 0]
+    for k in range(3000):
+        counts[_inverse_cdf(probs, 1, False, torch.Generator().manual_seed(k))[0]] += 1
+    assert [round(c / 3000, 1) for c in counts] == [0.5, 0.3, 0.2]
+    for k in range(50):
+        picks = _inverse_cdf(probs, 5, True, torch.Generator().manual_seed(k))
+        assert sorted(picks) == [0, 1, 2]  # without replacement: each command once

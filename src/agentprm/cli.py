@@ -35,6 +35,8 @@ other commands:
   games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
   targets    build PRM datasets (MC Q, preference pairs, state values) from rollouts
   report     plots and a Markdown summary of a run directory     agentprm report runs/<name>
+  compare    paired difference in success between two evaluations of the same games and seeds
+             agentprm compare runs/q/iter_0/eval/policy runs/q/iter_1/eval/policy
   probe      how a PRM (and a policy) rank the expert's action on held-out demonstrations
              agentprm probe --prm runs/quickstart/iter_1/prm/model \\
                             --policy runs/quickstart/iter_0/policy/model
@@ -58,6 +60,10 @@ def main(args: Sequence[str] | None = None) -> int:
         return _report(rest)
     if command == "probe":
         return _probe(rest)
+    if command == "compare":
+        from agentprm.compare import main as compare_main
+
+        return compare_main(rest)
     if command == "iterate":
         from agentprm.iterate import main as iterate_main
 
@@ -225,32 +231,59 @@ def _probe(argv: list[str]) -> int:
         "expert's command ranks first, its mean rank, and, where the policy's top command is not the "
         "expert's, how often the PRM prefers the expert's. Prints JSON.",
     )
-    parser.add_argument("--prm", required=True, help="a PRM directory (`agentprm fit -c configs/prm/…`)")
+    parser.add_argument(
+        "--prm", required=True, help="a PRM directory (`agentprm fit -c configs/prm/…`) or `oracle`"
+    )
     parser.add_argument("--policy", help="a policy directory, scored over the admissible commands")
     parser.add_argument("--data", default="builtin:small", help="the built-in game set")
     parser.add_argument("--split", default="valid_unseen", help="its split (default valid_unseen)")
     parser.add_argument("--max-states", type=int, default=400, help="the first N states (default 400)")
+    parser.add_argument(
+        "--states",
+        help="also rank against the search expert's Q at the states of these episodes (a rollout or "
+        "evaluation directory, e.g. π0 on held-out games): the `oracle` block of the output",
+    )
+    parser.add_argument(
+        "--template", help="the policy's prompt template (default: the PRM's; `compact` with the oracle)"
+    )
+    parser.add_argument("--history-window", type=int, help="the policy's history window (default: the PRM's)")
     parser.add_argument("--output", help="also write the JSON to this file")
     ns = parser.parse_args(argv)
     if ns.max_states < 1:
         parser.error(f"--max-states must be >= 1, found {ns.max_states}")
-    from agentprm.evaluation import action_ranking
-    from agentprm.prm import PRMModule
+    from agentprm.evaluation import action_ranking, oracle_agreement
     from agentprm.records import atomic_write_json
     from agentprm.rollout import expert_demonstrations
+    from agentprm.scorers import load_scorer
 
     try:
-        prm = PRMModule.load(ns.prm)
+        prm = load_scorer(ns.prm)
         policy = None
         if ns.policy:
             from agentprm.backbone import load_causal_lm, load_tokenizer
+            from agentprm.prompts import Renderer
             from agentprm.sampling import HFSampler
 
-            # The policy reads states with the PRM's renderer settings (one template per run).
+            # The policy reads states with the PRM's renderer settings unless told otherwise.
             model, tokenizer = load_causal_lm(ns.policy).eval(), load_tokenizer(ns.policy)
-            policy = HFSampler(model, tokenizer, prm.renderer, "admissible")
+            base = prm.renderer
+            template = ns.template or (base.template if hasattr(prm, "lm") else "compact")
+            window = ns.history_window if ns.history_window is not None else base.history_window
+            renderer = Renderer(template, window, base.response_format)
+            policy = HFSampler(model, tokenizer, renderer, "admissible")
         demos = expert_demonstrations(ns.data, ns.split, progress=False)
         result = action_ranking(prm, demos, policy, max_states=ns.max_states)
+        if ns.states:
+            from agentprm.data import spread
+            from agentprm.dpo import policy_states
+            from agentprm.reference import ExpertValues
+            from agentprm.rollout import read_shards
+
+            states = spread(policy_states(read_shards(ns.states)), ns.max_states)
+            if not states:
+                raise ValueError(f"--states {ns.states}: no batch-*.jsonl episodes there")
+            values = prm.values if hasattr(prm, "values") else ExpertValues(ns.data)
+            result["oracle"] = {"states_from": ns.states, **oracle_agreement(prm, states, values, policy)}
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"agentprm probe: {err}", file=sys.stderr)
         return 2

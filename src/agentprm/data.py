@@ -477,6 +477,11 @@ class PRMDataModule(LightningDataModule):
             γ·V(s') − V(s) with V the logit of ``value_model``, squashed to (0, 1) with slope
             ``shaping_c`` / IQR). Shaping replaces the 0/1 outcome noise of single rollouts by a
             learned value of the state each action led to.
+            ``reference``: the search expert's values on the learner's states, read from the labels
+            the rollout wrote (``reference_turns``, :func:`agentprm.targets.reference_targets`):
+            with ``loss: absolute`` the expert's advantage A^μ(s, a) = Q^μ(s, a) − V^μ(s) of the
+            taken and the labelled commands, squashed like ``shaped``; with ``loss: relative``
+            every pair of labelled commands at a state whose Q^μ differ by ≥ ``delta``.
         value_model: ``target: shaped`` only: a PRM directory trained with ``target: value``.
         shaping_c: ``target: shaped`` only: the squashing constant c (paper code: 3.0).
         val_fraction: Share of games held out for validation.
@@ -513,9 +518,11 @@ class PRMDataModule(LightningDataModule):
                 "data.loss=inverse needs data.expert (demonstrations, e.g. [builtin:small]) and "
                 "data.next_policy (the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
             )
-        if target not in ("q", "value", "shaped"):
-            raise ValueError(f"data.target must be 'q', 'value' or 'shaped', found {target!r}")
-        if target != "q" and loss != "absolute":
+        if target not in ("q", "value", "shaped", "reference"):
+            raise ValueError(f"data.target must be 'q', 'value', 'shaped' or 'reference', found {target!r}")
+        if target == "reference" and loss == "inverse":
+            raise ValueError("data.target=reference needs data.loss=absolute or relative")
+        if target not in ("q", "reference") and loss != "absolute":
             raise ValueError(f"data.target={target} needs data.loss=absolute, found {loss!r}")
         if target == "shaped" and not value_model:
             raise ValueError(
@@ -546,6 +553,20 @@ class PRMDataModule(LightningDataModule):
                 )
                 for t in transitions
             ]
+        if h.target == "reference":
+            q, pairs = targets.reference_targets(
+                trajectories,
+                self._reference_labels(),
+                lambda command: renderer.response("", command),
+                c=h.shaping_c,
+                delta=h.delta,
+            )
+            if h.loss == "relative":
+                return [
+                    (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key())
+                    for p in pairs
+                ]
+            return [(((t.state, r),), t.q, t.game_ids[0], t.state.key()) for t in q for r in t.responses]
         if h.target == "value":
             values = targets.state_values(trajectories, h.gamma, h.discount)
             return [(((v.state, ""),), v.v, v.game_ids[0], v.state.key()) for v in values]
@@ -561,6 +582,22 @@ class PRMDataModule(LightningDataModule):
         return [
             (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key()) for p in pairs
         ]
+
+    def _reference_labels(self) -> list:
+        """The reference labels written beside the rollouts (``<dir>/reference/*.jsonl``)."""
+        from pathlib import Path
+
+        from agentprm.reference import ReferenceLabels
+
+        files = [
+            f for d in map(Path, self.hparams.rollouts) for f in sorted((d / "reference").glob("*.jsonl"))
+        ]
+        if not files:
+            raise FileNotFoundError(
+                f"data.target=reference: no reference labels in {self.hparams.rollouts} "
+                "(<rollouts>/reference/*.jsonl); roll out with --model.init_args.reference_turns=K"
+            )
+        return [label for f in files for label in read_jsonl(f, ReferenceLabels)]
 
     def _value_fn(self):
         """V(s) for a list of states: the value model's logit of the state with an empty response."""

@@ -58,6 +58,9 @@ class ScoredState:
         scores: The PRM score (logit) of each sample, after the non-stop penalty.
         chosen: Index of the chosen (highest-scored) sample, None when the state gives no pair.
         rejected: Index of the rejected (lowest-scored) sample, None when the state gives no pair.
+        pairs: The (chosen, rejected) index pairs trained on: (chosen, rejected) alone, or with
+            ``pairs=all`` every pair of different responses whose scores differ by more than
+            the margin.
     """
 
     state: State
@@ -65,6 +68,7 @@ class ScoredState:
     scores: tuple[float, ...]
     chosen: int | None
     rejected: int | None
+    pairs: tuple[tuple[int, int], ...] = ()
 
     def to_row(self) -> dict:
         """A JSON-ready row: the state, each response with its score, the pair."""
@@ -77,6 +81,7 @@ class ScoredState:
             "scores": list(self.scores),
             "chosen": self.chosen,
             "rejected": self.rejected,
+            "pairs": [list(p) for p in self.pairs],
         }
 
 
@@ -86,13 +91,26 @@ class OnlineDPOModule(LightningModule):
     Args:
         model: The policy to improve, π_{i−1} (a Hugging Face directory; ``tiny`` for the untrained
             tiny model). It is also the reference.
-        prm: The frozen PRM directory written by ``agentprm fit -c configs/prm/…``.
+        prm: The frozen PRM directory written by ``agentprm fit -c configs/prm/…``, or
+            ``oracle[?noise=…]``: the search expert's Q (:func:`agentprm.scorers.load_scorer`).
         dtype: Weight dtype of policy and reference.
         lora: LoRA settings; with LoRA the reference is the policy with its adapters disabled.
         reference: ``auto`` (adapters with LoRA, else a frozen copy), ``adapters`` or ``copy``.
         beta: DPO β (paper: 0.03).
         label_smoothing: Conservative-DPO ε (0: the standard loss).
+        nll_weight: Weight α of an NLL anchor on the chosen responses (RPO, Pang et al. 2024,
+            "Iterative Reasoning Preference Optimization"): the loss adds α·(−log π(y⁺|s) / |y⁺|),
+            so the preferred response gains probability instead of only its margin over the
+            rejected one (0: plain DPO).
         samples_per_state: k responses sampled per state (≥ 2).
+        candidates: ``sample`` (k samples of the policy, repeats allowed: a peaked policy often
+            gives no pair) or ``distinct`` (k different commands drawn without replacement from the
+            policy, ``admissible`` mode).
+        pairs: ``best_worst`` (the top- and bottom-scored samples of a state), ``all`` (every
+            pair of different samples whose scores differ by more than ``margin``) or ``policy``
+            (the top-scored sample against the policy's own most likely sample, when the PRM
+            scores that one lower: corrections only; where the policy already prefers the best
+            sample there is no pair, so frequent commands are not reinforced).
         mode: How the policy samples: ``admissible`` (over the admissible commands) or ``generate``.
         temperature: Sampling temperature.
         top_p: Nucleus threshold (``generate``).
@@ -121,7 +139,10 @@ class OnlineDPOModule(LightningModule):
         reference: Reference = "auto",
         beta: float = 0.03,
         label_smoothing: float = 0.0,
+        nll_weight: float = 0.0,
         samples_per_state: int = 4,
+        candidates: Literal["sample", "distinct"] = "sample",
+        pairs: Literal["best_worst", "all", "policy"] = "best_worst",
         mode: SamplingMode = "admissible",
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -144,6 +165,14 @@ class OnlineDPOModule(LightningModule):
             )
         if beta <= 0:
             raise ValueError(f"beta must be > 0, found {beta}")
+        if nll_weight < 0:
+            raise ValueError(f"nll_weight must be >= 0, found {nll_weight}")
+        if candidates not in ("sample", "distinct"):
+            raise ValueError(f"candidates must be 'sample' or 'distinct', found {candidates!r}")
+        if candidates == "distinct" and mode != "admissible":
+            raise ValueError("candidates=distinct needs mode=admissible (it draws among the commands)")
+        if pairs not in ("best_worst", "all", "policy"):
+            raise ValueError(f"pairs must be 'best_worst', 'all' or 'policy', found {pairs!r}")
         if reference not in ("auto", "adapters", "copy"):
             raise ValueError(f"reference must be 'auto', 'adapters' or 'copy', found {reference!r}")
         if reference == "adapters" and lora is None:
@@ -166,9 +195,9 @@ class OnlineDPOModule(LightningModule):
     def prm(self):
         """The frozen PRM (loaded on first use, on this module's device)."""
         if "prm" not in self._frozen:
-            from agentprm.prm import PRMModule
+            from agentprm.scorers import load_scorer
 
-            prm = PRMModule.load(self._prm_path)
+            prm = load_scorer(self._prm_path)
             prm.requires_grad_(False)
             self._frozen["prm"] = prm.to(self.device)
         return self._frozen["prm"]
@@ -202,24 +231,39 @@ class OnlineDPOModule(LightningModule):
 
     @torch.no_grad()
     def score_states(self, states: Sequence[State], seed: int) -> list[ScoredState]:
-        """k samples per state from the current policy, scored by the PRM, with the pair picked."""
+        """k samples per state from the current policy, scored by the PRM, with the pairs picked."""
         h = self.hparams
-        drawn = self.sampler(seed).sample(list(states), h.samples_per_state)
+        drawn = self.sampler(seed).sample(
+            list(states), h.samples_per_state, distinct=h.candidates == "distinct"
+        )
         all_scores = self.prm.score_batch(list(states), [[s.text for s in samples] for samples in drawn])
         out = []
         for state, samples, state_scores in zip(states, drawn, all_scores, strict=True):
-            scores = state_scores.tolist()
+            scores = [float(v) for v in state_scores.tolist()]
             if h.non_stop_penalty is not None and h.mode == "generate":
                 done = [self._finished(s) for s in samples]
                 scores = [v if ok else h.non_stop_penalty for v, ok in zip(scores, done, strict=True)]
             best = max(range(len(scores)), key=scores.__getitem__)
             worst = min(range(len(scores)), key=scores.__getitem__)
-            pair = scores[best] - scores[worst] > h.margin
-            out.append(
-                ScoredState(
-                    state, tuple(samples), tuple(scores), best if pair else None, worst if pair else None
+            if scores[best] - scores[worst] <= h.margin:
+                out.append(ScoredState(state, tuple(samples), tuple(scores), None, None))
+                continue
+            if h.pairs == "all":
+                pairs = tuple(
+                    (i, j)
+                    for i in range(len(samples))
+                    for j in range(len(samples))
+                    if scores[i] - scores[j] > h.margin and samples[i].text != samples[j].text
                 )
-            )
+            elif h.pairs == "policy":
+                likely = max(range(len(samples)), key=lambda i: samples[i].logprob)
+                if scores[best] - scores[likely] <= h.margin:
+                    out.append(ScoredState(state, tuple(samples), tuple(scores), None, None))
+                    continue
+                worst, pairs = likely, ((best, likely),)
+            else:
+                pairs = ((best, worst),)
+            out.append(ScoredState(state, tuple(samples), tuple(scores), best, worst, pairs))
         return out
 
     def _step_seed(self) -> int:
@@ -247,26 +291,39 @@ class OnlineDPOModule(LightningModule):
 
     def training_step(self, batch: list[State], batch_idx: int):
         scored = self.score_states(batch, self._step_seed())
-        pairs = [s for s in scored if s.chosen is not None]
+        paired = [s for s in scored if s.pairs]
         size = len(batch)
         all_scores = torch.tensor([v for s in scored for v in s.scores])
         self.log("dpo/prm_score", all_scores.mean(), prog_bar=True, batch_size=size)
-        self.log("dpo/pair_fraction", len(pairs) / max(1, size), batch_size=size)
-        if not pairs:
+        self.log("dpo/pair_fraction", len(paired) / max(1, size), batch_size=size)
+        self.log("dpo/distinct_samples", _distinct_per_state(scored), batch_size=size)
+        if not paired:
             # Every state tied: a zero loss that still touches every trainable weight, so that
             # all ranks take part in the gradient all-reduce.
             return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
-        policy = torch.stack(self._logps(self.model, pairs, [(s.chosen, s.rejected) for s in pairs]))
-        # The reference scores every sample of a paired state (one pass): chosen and rejected for
-        # the loss, all k for the KL estimate on what the policy actually sampled.
+        # Policy and reference score every sample of a paired state once (one pass each): the
+        # pairs index into them, and the reference's scores of all k give the KL estimate on
+        # what the policy actually sampled.
+        every = [range(len(s.samples)) for s in paired]
+        policy_all = self._logps(self.model, paired, every)
         with torch.no_grad(), self.reference_context():
             ref_model = self.model if self.reference_model is None else self.reference_model
-            ref_all = self._logps(ref_model, pairs, [range(len(s.samples)) for s in pairs])
-        ref = torch.stack([r[[s.chosen, s.rejected]] for r, s in zip(ref_all, pairs, strict=True)])
-        sampled = torch.tensor([x.logprob for s in pairs for x in s.samples], dtype=torch.float32)
+            ref_all = self._logps(ref_model, paired, every)
+        index = [(b, i, j) for b, s in enumerate(paired) for i, j in s.pairs]
+        policy = torch.stack([torch.stack([policy_all[b][i], policy_all[b][j]]) for b, i, j in index])
+        ref = torch.stack([torch.stack([ref_all[b][i], ref_all[b][j]]) for b, i, j in index])
+        sampled = torch.tensor([x.logprob for s in paired for x in s.samples], dtype=torch.float32)
         h = self.hparams
         out = losses.dpo(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], h.beta, h.label_smoothing)
-        gap = torch.tensor([s.scores[s.chosen] - s.scores[s.rejected] for s in pairs])
+        loss = out.loss
+        if h.nll_weight > 0:
+            lengths = torch.tensor(
+                [max(1, len(paired[b].samples[i].token_ids)) for b, i, _ in index], device=policy.device
+            )
+            nll = -(policy[:, 0] / lengths).mean()
+            loss = loss + h.nll_weight * nll
+            self.log("dpo/nll", nll.detach(), batch_size=len(index))
+        gap = torch.tensor([paired[b].scores[i] - paired[b].scores[j] for b, i, j in index])
         self.log_dict(
             {
                 "dpo/loss": out.loss,
@@ -275,11 +332,12 @@ class OnlineDPOModule(LightningModule):
                 "dpo/rejected_reward": out.rejected_rewards.mean(),
                 "dpo/accuracy": out.accuracy,
                 "dpo/prm_gap": gap.mean(),
+                "dpo/pairs": float(len(index)),
                 "dpo/kl": losses.kl_estimate(sampled, torch.cat(ref_all).float().cpu()),
             },
-            batch_size=len(pairs),
+            batch_size=len(index),
         )
-        return out.loss
+        return loss
 
     def validation_step(self, batch: list[State], batch_idx: int):
         """Mean PRM score of the policy's samples on held-out states (the reward-hacking signal)."""
@@ -307,6 +365,11 @@ class OnlineDPOModule(LightningModule):
         from agentprm.policy import save_hf
 
         save_hf(self.model, self.tokenizer, out, merge_lora=True)
+
+
+def _distinct_per_state(scored: Sequence[ScoredState]) -> float:
+    """Mean number of different responses among a state's samples."""
+    return sum(len({x.text for x in s.samples}) for s in scored) / max(1, len(scored))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Literal
+
+import torch
 
 from agentprm.records import State, Trajectory, atomic_write_json, atomic_write_text
 from agentprm.rollout import Chooser, RolloutModule, read_shards
 from agentprm.sampling import HFSampler, Sample
 
-__all__ = ["EvaluationModule", "action_ranking", "summarize", "wilson_interval"]
+__all__ = ["EvaluationModule", "action_ranking", "oracle_agreement", "summarize", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -125,17 +128,108 @@ def action_ranking(
     return result
 
 
+def oracle_agreement(prm, states: Sequence[State], values, policy=None, delta: float = 0.015) -> dict:
+    """How a PRM (and a policy) rank commands against the search expert's Q^μ at given states.
+
+    The yardstick for improving a policy π is agreement with an oracle at π's *own* states (e.g.
+    π0's episodes on held-out games), not at the expert's: there π loops, holds the wrong object,
+    revisits. At each state every admissible command is scored by the PRM and by Q^μ
+    (:class:`~agentprm.reference.ExpertValues`). Reported over the states:
+
+    - ``prm_top1``: the PRM's top command has the highest Q^μ (ties count);
+    - ``prm_pair_acc``: of the command pairs whose Q^μ differ by ≥ ``delta``, the share the PRM orders right;
+    - ``prm_q_ratio``: Q^μ of the PRM's top command over the best Q^μ (1: always a best command);
+    - with ``policy`` (an admissible-mode sampler): ``policy_top1``, ``policy_q_ratio`` (of its
+      greedy command), ``policy_expected_q_ratio`` (E_π[Q^μ] / max Q^μ at temperature 1) and
+      ``prm_beats_policy``: at the states where the policy's greedy command is not a best one,
+      how often the PRM's top command has a higher Q^μ than the policy's (what Best-of-N and DPO
+      can gain).
+
+    States whose best Q^μ is 0 (the expert cannot win from them) are skipped and counted.
+    """
+    rows, skipped = [], 0
+    qs = [torch.tensor(values.q_values(s, s.admissible_commands), dtype=torch.float64) for s in states]
+    keep = [i for i, q in enumerate(qs) if float(q.max()) > 0]
+    skipped = len(states) - len(keep)
+    states, qs = [states[i] for i in keep], [qs[i] for i in keep]
+    if not states:
+        raise ValueError("no state from which the expert can win: nothing to rank")
+    responses = [[prm.renderer.response("", c) for c in s.admissible_commands] for s in states]
+    prm_scores = prm.score_batch(states, responses)
+    policy_scores = [lp for _, _, lp in policy.candidate_logprobs(states)] if policy is not None else None
+    for k, (q, score) in enumerate(zip(qs, prm_scores, strict=True)):
+        best = float(q.max())
+        top = int(score.argmax())
+        right = total = 0.0
+        for i in range(len(q)):
+            for j in range(len(q)):
+                if float(q[i] - q[j]) >= delta - 1e-12:
+                    total += 1
+                    right += 1.0 if score[i] > score[j] else 0.5 if score[i] == score[j] else 0.0
+        row = {"prm_top1": float(float(q[top]) >= best - 1e-12), "prm_q_ratio": float(q[top]) / best}
+        if total:
+            row["prm_pair_acc"] = right / total
+        if policy_scores is not None:
+            lp = policy_scores[k].double()
+            pick = int(lp.argmax())
+            row["policy_top1"] = float(float(q[pick]) >= best - 1e-12)
+            row["policy_q_ratio"] = float(q[pick]) / best
+            row["policy_expected_q_ratio"] = float((torch.softmax(lp, 0) * q).sum()) / best
+            if float(q[pick]) < best - 1e-12:
+                row["prm_beats_policy"] = float(float(q[top]) > float(q[pick]))
+        rows.append(row)
+    out: dict = {"states": len(rows), "skipped_unwinnable": skipped}
+    for key in (
+        "prm_top1",
+        "prm_pair_acc",
+        "prm_q_ratio",
+        "policy_top1",
+        "policy_q_ratio",
+        "policy_expected_q_ratio",
+        "prm_beats_policy",
+    ):
+        found = [r[key] for r in rows if key in r]
+        if found:
+            out[key] = sum(found) / len(found)
+    if policy_scores is not None:
+        out["policy_wrong_states"] = sum("prm_beats_policy" in r for r in rows)
+    return out
+
+
+def _every_command(sampler: HFSampler, states: list[State]):
+    """Per state: (responses, commands, token ids, log-likelihoods) of every admissible command."""
+    scored = sampler.candidate_logprobs(states)
+    return [
+        (responses, list(state.admissible_commands), suffixes, scores)
+        for state, (responses, suffixes, scores) in zip(states, scored, strict=True)
+    ]
+
+
 class EvaluationModule(RolloutModule):
     """The policy alone, or Best-of-N with a PRM, on a fixed list of games (``agentprm test``).
 
     Args:
-        prm: Directory of a trained PRM (written by ``agentprm fit -c configs/prm/…``); None plays
-            the policy alone.
+        prm: The scorer of Best-of-N: a trained PRM's directory (written by ``agentprm fit -c
+            configs/prm/…``) or ``oracle[?noise=…]``, the search expert's Q (see
+            :func:`agentprm.scorers.load_scorer`); None plays the policy alone.
         best_of_n: N responses proposed per turn when ``prm`` is set (the paper uses 16).
+        candidates: How the N are proposed: ``sample`` (N samples of the policy, repeats allowed:
+            the paper's), ``distinct`` (N different commands drawn without replacement from the
+            policy, ``admissible`` mode) or ``all`` (every admissible command, N ignored).
         **kwargs: The policy and sampling arguments of :class:`~agentprm.rollout.RolloutModule`.
     """
 
-    def __init__(self, prm: str | None = None, best_of_n: int = 8, **kwargs) -> None:
+    def __init__(
+        self,
+        prm: str | None = None,
+        best_of_n: int = 8,
+        candidates: Literal["sample", "distinct", "all"] = "sample",
+        **kwargs,
+    ) -> None:
+        if candidates not in ("sample", "distinct", "all"):
+            raise ValueError(f"model.candidates must be 'sample', 'distinct' or 'all', found {candidates!r}")
+        if candidates != "sample" and kwargs.get("mode", "admissible") != "admissible":
+            raise ValueError(f"model.candidates={candidates} needs model.mode=admissible")
         if kwargs.get("branches"):
             raise ValueError(
                 "model.branches is for training rollouts; an evaluation plays each game from its start"
@@ -143,20 +237,29 @@ class EvaluationModule(RolloutModule):
         super().__init__(**kwargs)
         if best_of_n < 1:
             raise ValueError(f"best_of_n must be >= 1, found {best_of_n}")
-        self.prm_path, self.best_of_n = prm, best_of_n
+        self.prm_path, self.best_of_n, self.candidates = prm, best_of_n, candidates
         self.prm = None
         if prm is not None:
-            from agentprm.prm import PRMModule
+            from agentprm.scorers import load_scorer
 
-            self.prm = PRMModule.load(prm)
+            self.prm = load_scorer(prm)
 
-    def chooser(self, batch_index: int, sampler: HFSampler | None = None) -> Chooser:
+    def chooser(
+        self, batch_index: int, sampler: HFSampler | None = None, episodes: Sequence[str] | None = None
+    ) -> Chooser:
         if self.prm is None:
-            return super().chooser(batch_index, sampler)
+            return super().chooser(batch_index, sampler, episodes)
         sampler, prm, n = sampler or self.sampler(batch_index), self.prm, self.best_of_n
 
         def choose(states: list[State], slots: list[int]) -> list[Sample]:
-            drawn = sampler.sample(states, n)
+            if self.candidates == "all":
+                drawn = [
+                    [Sample(r, c, "", tuple(ids), float(lp)) for r, c, ids, lp in zip(*cand, strict=True)]
+                    for cand in _every_command(sampler, states)
+                ]
+            else:
+                keys = self.draw_keys(states, slots, episodes)
+                drawn = sampler.sample(states, n, distinct=self.candidates == "distinct", keys=keys)
             scores = prm.score_batch(states, [[c.text for c in candidates] for candidates in drawn])
             return [c[int(v.argmax())] for c, v in zip(drawn, scores, strict=True)]
 
@@ -191,6 +294,7 @@ class EvaluationModule(RolloutModule):
             "policy": h.policy_id or h.model,
             "prm": self.prm_path,
             "best_of_n": self.best_of_n if self.prm is not None else 1,
+            "candidates": self.candidates if self.prm is not None else None,
             "mode": h.mode,
             "greedy": h.greedy,
             "temperature": h.temperature,

@@ -270,6 +270,14 @@ class RolloutModule(LightningModule):
         retry_failed: On a rerun, play again each finished batch whose shard holds a failed
             episode and replace its shard (the batch keeps its seed). Off: finished batches are
             kept as they are.
+        reference_turns: Label the episodes with the search expert's values (paper §4.2 with the
+            expert as the reference policy, :mod:`agentprm.reference`): V^μ and Q^μ of the taken
+            command at every turn, and Q^μ of every admissible command at this many turns per
+            episode, drawn uniformly (−1: every turn; 0: no labels). Written to
+            ``<output_dir>/reference/batch-<k>.rank<r>.jsonl``, one line per trajectory, for the
+            PRM's ``target: reference``.
+        reference_max_steps: The budget the expert must win within (the evaluation's).
+        gamma: The discount of the reference values.
     """
 
     def __init__(
@@ -290,6 +298,9 @@ class RolloutModule(LightningModule):
         branches: int = 0,
         branch_actions: Literal["sample", "distinct"] = "sample",
         retry_failed: bool = False,
+        reference_turns: int = 0,
+        reference_max_steps: int = 30,
+        gamma: float = 0.95,
     ) -> None:
         super().__init__()
         if branch_actions not in ("sample", "distinct"):
@@ -311,6 +322,7 @@ class RolloutModule(LightningModule):
         self.renderer = Renderer(template, history_window, response_format)
         self.output_dir = Path(output_dir)
         self._envs: dict[tuple[str, int], BatchEnv] = {}
+        self._values = None
         self._start = 0.0
 
     def _env(self, data: str, max_steps: int) -> BatchEnv:
@@ -335,14 +347,37 @@ class RolloutModule(LightningModule):
             self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
         )
 
-    def chooser(self, batch_index: int, sampler: HFSampler | None = None) -> Chooser:
-        """How actions are picked: one sample of the policy per state (greedy when configured)."""
+    def chooser(
+        self, batch_index: int, sampler: HFSampler | None = None, episodes: Sequence[str] | None = None
+    ) -> Chooser:
+        """How actions are picked: one sample of the policy per state (greedy when configured).
+
+        With ``episodes`` (one name per slot, e.g. ``game|rollout index``) and ``admissible`` mode,
+        each draw uses common random numbers keyed by (seed, episode, turn): see
+        :meth:`HFSampler.sample`.
+        """
         sampler, greedy = sampler or self.sampler(batch_index), self.hparams.greedy
 
         def choose(states: list[State], slots: list[int]) -> list[Sample]:
-            return [s[0] for s in sampler.sample(states, 1, greedy=greedy)]
+            keys = self.draw_keys(states, slots, episodes)
+            return [s[0] for s in sampler.sample(states, 1, greedy=greedy, keys=keys)]
 
         return choose
+
+    def draw_keys(
+        self, states: Sequence[State], slots: Sequence[int], episodes: Sequence[str] | None
+    ) -> list[int] | None:
+        """One seed per state from (seed, episode name, turn); None outside admissible mode."""
+        if episodes is None or self.hparams.mode != "admissible":
+            return None
+        return [
+            int.from_bytes(
+                hashlib.sha256(f"{self.hparams.seed}|{episodes[slot]}|{state.turn}".encode()).digest()[:8],
+                "big",
+            )
+            >> 1
+            for state, slot in zip(states, slots, strict=True)
+        ]
 
     def _distinct_actions(
         self, sampler: HFSampler, points: Sequence[tuple[Trajectory, int]], k: int
@@ -377,6 +412,9 @@ class RolloutModule(LightningModule):
     def _finished(self, index: int) -> bool:
         """Whether batch ``index`` has a shard to keep (with ``retry_failed``: one without failures)."""
         shards = _shards(self.output_dir, index)
+        labelled = all((self.output_dir / "reference" / p.name).is_file() for p in shards)
+        if shards and self.hparams.reference_turns and not labelled:  # played before labels were asked
+            return False
         if not shards or not self.hparams.retry_failed:
             return bool(shards)
         return not any(t.failure is not None for p in shards for t in read_jsonl(p))
@@ -387,10 +425,11 @@ class RolloutModule(LightningModule):
         h = self.hparams
         env, sampler = self._env(batch.data, batch.max_steps), self.sampler(batch.index)
         policy_id = h.policy_id or h.model
+        names = [f"{g}|{r}" for g, r in batch.episodes]
         trajectories = play(
             env,
             [g for g, _ in batch.episodes],
-            self.chooser(batch.index, sampler),
+            self.chooser(batch.index, sampler, names),
             policy_id=policy_id,
             seed=h.seed,
             rollout_indices=[r for _, r in batch.episodes],
@@ -404,10 +443,13 @@ class RolloutModule(LightningModule):
             else:
                 plans = [p for p in prefixes for _ in range(h.branches)]
             slots = [point for point in points for _ in range(h.branches)]
+            names = [
+                f"{root.game_id}|{root.rollout_index}|b{k % h.branches}" for k, (root, _) in enumerate(slots)
+            ]
             branched = play(
                 env,
                 [root.game_id for root, _ in slots],
-                replaying(dict(enumerate(plans)), self.chooser(batch.index, sampler)),
+                replaying(dict(enumerate(plans)), self.chooser(batch.index, sampler, names)),
                 policy_id=policy_id,
                 seed=h.seed,
                 rollout_indices=[root.rollout_index for root, _ in slots],
@@ -416,11 +458,29 @@ class RolloutModule(LightningModule):
                 dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, slots, strict=True)
             ]
         shard = self.output_dir / f"batch-{batch.index:05d}.rank{self.global_rank}.jsonl"
+        if h.reference_turns:  # labels first: a finished shard always has its labels
+            write_jsonl(
+                self.output_dir / "reference" / shard.name, self._labels(env, trajectories, batch.index)
+            )
         write_jsonl(shard, trajectories)
         for old in _shards(self.output_dir, batch.index):  # a retried batch's shard from another rank
             if old != shard:
                 old.unlink()
         return {"batch": batch.index, "won": sum(t.won for t in trajectories), "episodes": len(trajectories)}
+
+    def _labels(self, env: BatchEnv, trajectories: Sequence[Trajectory], batch_index: int) -> list:
+        """The search expert's values along each usable trajectory (``reference_turns``)."""
+        from agentprm.reference import ExpertValues, label_trajectory, labelled_turns
+
+        h = self.hparams
+        if self._values is None:
+            self._values = ExpertValues(max_steps=h.reference_max_steps, gamma=h.gamma, env=env)
+        seed = h.seed * 1_000_003 + batch_index
+        return [
+            label_trajectory(self._values, t, labelled_turns(t, h.reference_turns, seed))
+            for t in trajectories
+            if t.failure is None and t.steps
+        ]
 
     def on_predict_end(self) -> None:
         self.trainer.strategy.barrier()

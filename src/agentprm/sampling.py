@@ -130,14 +130,33 @@ class HFSampler:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def sample(self, states: Sequence[State], n: int = 1, *, greedy: bool = False) -> list[list[Sample]]:
+    def sample(
+        self,
+        states: Sequence[State],
+        n: int = 1,
+        *,
+        greedy: bool = False,
+        distinct: bool = False,
+        keys: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        """``n`` responses per state; ``distinct`` (admissible mode): drawn without replacement,
+        so a state with fewer than ``n`` admissible commands gets them all, each once.
+
+        ``keys`` (admissible mode): one integer per state that seeds its draw instead of the
+        sampler's running generator — common random numbers. A command is drawn by inverting the
+        cumulative distribution over the admissible commands (in their order) at a uniform number
+        fixed by the key, so two policies whose distributions at a state are close pick the same
+        command there: paired evaluations of similar policies differ only where the policies do.
+        """
         if not states:
             return []
+        if distinct and self.mode != "admissible":
+            raise ValueError("distinct samples need mode=admissible (they are drawn among the commands)")
         was_training = self.model.training
         self.model.eval()
         try:
             if self.mode == "admissible":
-                return self._admissible(states, n, greedy)
+                return self._admissible(states, n, greedy, distinct, keys)
             return self._generate(states, n, greedy)
         finally:
             self.model.train(was_training)
@@ -213,14 +232,30 @@ class HFSampler:
             )
         return [(r, s, sc.cpu()) for (r, _, s), sc in zip(items, scores, strict=True)]
 
-    def _admissible(self, states: Sequence[State], n: int, greedy: bool) -> list[list[Sample]]:
+    def _admissible(
+        self,
+        states: Sequence[State],
+        n: int,
+        greedy: bool,
+        distinct: bool = False,
+        keys: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        if keys is not None and len(keys) != len(states):
+            raise ValueError(f"{len(keys)} keys for {len(states)} states")
         result = []
-        for responses, suffixes, scores in self.candidate_logprobs(states):
-            if greedy:
+        for k, (responses, suffixes, scores) in enumerate(self.candidate_logprobs(states)):
+            if keys is not None and not greedy:
+                probs = torch.softmax(scores.double() / self.temperature, dim=0)
+                picks = _inverse_cdf(probs, n, distinct, torch.Generator().manual_seed(keys[k]))
+            elif greedy and distinct:
+                picks = scores.argsort(descending=True, stable=True)[:n].tolist()
+            elif greedy:
                 picks = [int(scores.argmax())] * n
             else:
                 probs = torch.softmax(scores.double() / self.temperature, dim=0)
-                picks = torch.multinomial(probs, n, replacement=True, generator=self.generator).tolist()
+                k = min(n, len(responses)) if distinct else n
+                draw = torch.multinomial(probs, k, replacement=not distinct, generator=self.generator)
+                picks = draw.tolist()
             out = []
             for i in picks:
                 parsed = parse_response(responses[i])
@@ -229,6 +264,23 @@ class HFSampler:
                 )
             result.append(out)
         return result
+
+
+def _inverse_cdf(probs: torch.Tensor, n: int, distinct: bool, generator: torch.Generator) -> list[int]:
+    """``n`` indices drawn by inverting the cumulative distribution at uniforms from ``generator``
+    (without replacement when ``distinct``: each draw renormalises over what is left)."""
+    uniforms = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
+    picks: list[int] = []
+    left = probs.clone()
+    for u in uniforms[: min(n, len(probs)) if distinct else n]:
+        cdf = torch.cumsum(left / left.sum(), 0)
+        i = min(int(torch.searchsorted(cdf, torch.tensor([u], dtype=cdf.dtype))), len(cdf) - 1)
+        while left[i] <= 0:  # rounding at the top end: step back to a command still available
+            i -= 1
+        picks.append(i)
+        if distinct:
+            left[i] = 0.0
+    return picks
 
 
 def row_groups(sizes: Sequence[int], limit: int) -> list[list[int]]:

@@ -20,6 +20,10 @@ class EnvEvalCallback(Periodic, Callback):
     and the counts summed, so every rank does 1/world of the work. It also runs before the first
     step (the starting policy) and after the last.
 
+    With ``keep_best`` the trainable weights of the best evaluation so far are kept (in memory)
+    and put back at the end of training, before the module saves its model: early stopping by
+    success instead of by loss (the first evaluation, of the starting policy, counts too).
+
     Args:
         data: The game set (``builtin:small``, a data root).
         split: Held-out split, e.g. ``valid_unseen``.
@@ -27,7 +31,9 @@ class EnvEvalCallback(Periodic, Callback):
         max_steps: Action budget per game.
         every_n_steps: Evaluation period in optimiser steps.
         greedy: Play the most likely action (else sample at the module's temperature).
-        seed: Sampling seed when not greedy.
+        seed: Sampling seed when not greedy (the same at every evaluation: paired measurements).
+        rollouts_per_game: Episodes per game (sampled evaluations need several).
+        keep_best: Restore the weights of the best evaluation at the end of training.
     """
 
     def __init__(
@@ -39,11 +45,18 @@ class EnvEvalCallback(Periodic, Callback):
         every_n_steps: int = 10,
         greedy: bool = True,
         seed: int = 0,
+        rollouts_per_game: int = 1,
+        keep_best: bool = False,
     ) -> None:
         Periodic.__init__(self, every_n_steps)
+        if rollouts_per_game < 1:
+            raise ValueError(f"rollouts_per_game must be >= 1, found {rollouts_per_game}")
         self.data, self.split, self.max_games, self.max_steps = data, split, max_games, max_steps
-        self.greedy, self.seed = greedy, seed
+        self.greedy, self.seed, self.rollouts_per_game = greedy, seed, rollouts_per_game
+        self.keep_best = keep_best
         self.history: list[dict] = []
+        self.best: tuple[float, int] | None = None  # (success rate, step)
+        self._best_weights: dict | None = None
         self._env = None
 
     def _games(self) -> list[str]:
@@ -58,7 +71,8 @@ class EnvEvalCallback(Periodic, Callback):
         from agentprm.rollout import play
 
         require(pl_module, "sampler", who="EnvEvalCallback")
-        games = self._games()[trainer.global_rank :: trainer.world_size]
+        games = [g for g in self._games() for _ in range(self.rollouts_per_game)]
+        games = games[trainer.global_rank :: trainer.world_size]
         sampler = pl_module.sampler(self.seed)
         greedy = self.greedy
 
@@ -79,6 +93,13 @@ class EnvEvalCallback(Periodic, Callback):
         log_metrics(trainer, metrics)
         row = {"step": trainer.global_step, "games": int(played), **metrics}
         self.history.append(row)
+        if self.best is None or metrics["eval/success_rate"] > self.best[0]:
+            self.best = (metrics["eval/success_rate"], trainer.global_step)
+            if self.keep_best:
+                trained = {k for k, p in pl_module.named_parameters() if p.requires_grad}
+                self._best_weights = {
+                    k: v.detach().clone() for k, v in pl_module.state_dict().items() if k in trained
+                }
         if trainer.is_global_zero:
             path = run_dir(trainer) / "env_eval.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +109,13 @@ class EnvEvalCallback(Periodic, Callback):
                 f"[env eval] step {trainer.global_step}: success {metrics['eval/success_rate']:.3f} "
                 f"on {int(played)} {self.split} games"
             )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)  # the final evaluation
+        if self.keep_best and self._best_weights is not None and self.best is not None:
+            pl_module.load_state_dict(self._best_weights, strict=False)
+            log_metrics(trainer, {"eval/best_success_rate": self.best[0], "eval/best_step": self.best[1]})
+            rank_zero_info(f"[env eval] kept the weights of step {self.best[1]} (success {self.best[0]:.3f})")
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._env is not None:
