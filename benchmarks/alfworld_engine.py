@@ -20,7 +20,7 @@ from agentprm.envs.alfworld import AlfWorldEnv, random_walk
 
 def run(data: str, game_ids: list[str], steps: int, seed: int) -> tuple[float, list]:
     """Steps/s over ``steps`` random steps (loading and resets included) and the trace."""
-    env = AlfWorldEnv(data, max_steps=30, text_cache=False, cache_games=0)
+    env = AlfWorldEnv(data, max_steps=30, text_cache=False, cache_games=0, engine="plain")
     start = time.perf_counter()
     trace = random_walk(env, game_ids, steps, seed)
     return len(trace) / (time.perf_counter() - start), trace

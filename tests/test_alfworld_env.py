@@ -156,7 +156,7 @@ def test_old_put_wording_wins_a_real_game(env, one_per_task_type):
 
 
 def _timed_walk(root, game_ids, n_steps: int) -> tuple[list[tuple], float]:
-    env = AlfWorldEnv(str(root), max_steps=25, text_cache=False, cache_games=0)
+    env = AlfWorldEnv(str(root), max_steps=25, text_cache=False, cache_games=0, engine="plain")
     start = time.perf_counter()
     trace = random_walk(env, game_ids, n_steps, seed=0)
     return trace, time.perf_counter() - start

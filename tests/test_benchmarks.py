@@ -89,6 +89,15 @@ def test_rollouts_quick():
     assert "identical traces: yes" in rows[-1]["notes"]
 
 
+def test_engine_quick():
+    import engine
+
+    rows = engine.run(quick=True)
+    _check(rows[:3], 3)  # two throughput rows, snapshot vs replay
+    _check(rows[3:], 1, baseline=False)  # the oracle's cost per state
+    assert [r["benchmark"] for r in rows] == ["ALFWorld engine"] * 3 + ["Reference values"]
+
+
 def test_run_all_discovers_modules_and_keeps_hand_written_text(tmp_path):
     import run_all
 

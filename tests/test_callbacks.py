@@ -62,3 +62,51 @@ def test_readme_own_callback_example_runs(tmp_path, monkeypatch, scripted_rollou
     assert main(argv[2:] + overrides) == 0
     written = json.loads((tmp_path / "runs" / "pairs.json").read_text())
     assert written["steps"] == 2 and 0.0 <= written["mean_pair_fraction"] <= 1.0
+
+
+def test_env_eval_keeps_the_best_weights_of_an_sft_fit(tmp_path):
+    """EnvEvalCallback(keep_best) on SFT (a module without a sampler of its own): every
+    evaluation is logged, and the weights of the best one are back in the model at the end."""
+    from lightning.pytorch import Trainer
+
+    from agentprm.callbacks import EnvEvalCallback
+    from agentprm.data import SFTDataModule
+    from agentprm.policy import SFTModule
+
+    callback = EnvEvalCallback(
+        split="valid_seen", max_games=3, max_steps=4, every_n_steps=2, greedy=False, keep_best=True
+    )
+    module = SFTModule("tiny", lr=0.01, output_dir=str(tmp_path / "policy"))
+    data = SFTDataModule(demonstrations="builtin:small", max_games=6, history_window=1, batch_size=4)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        logger=False,
+    )
+    trainer.fit(module, data)
+    assert [row["step"] for row in callback.history] == [0, 2, 4]
+    best = max(callback.history, key=lambda r: r["eval/success_rate"])  # the first of equals
+    assert callback.best == (best["eval/success_rate"], best["step"])
+    for name, value in module.state_dict().items():
+        if name in callback._best_weights:
+            torch.testing.assert_close(value, callback._best_weights[name], rtol=0, atol=0)
+    # By epochs: once at the start and at the end of each of the 2 epochs (3 batches each).
+    by_epoch = EnvEvalCallback(split="valid_seen", max_games=2, max_steps=3, every_n_epochs=1)
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=3,
+        callbacks=[by_epoch],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        logger=False,
+    )
+    trainer.fit(SFTModule("tiny"), data)
+    assert [row["step"] for row in by_epoch.history] == [0, 3, 6]

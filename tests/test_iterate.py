@@ -46,7 +46,7 @@ def _comparable(summary: dict) -> list[dict]:
 
 @pytest.mark.slow
 def test_iterate_runs_the_loop_and_a_rerun_skips_every_stage(tmp_path, capsys):
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, eval_episodes=2, eval_train_games=2)
     assert main(["iterate", "--config", str(config)]) == 0
     run = tmp_path / "runs" / "tiny"
     summary = json.loads((run / "summary.json").read_text())
@@ -56,6 +56,13 @@ def test_iterate_runs_the_loop_and_a_rerun_skips_every_stage(tmp_path, capsys):
         assert key in rows[0] and key in rows[1]
     assert rows[0]["bon_success_rate"] is None and rows[1]["bon_n"] == 2
     assert 0.0 <= rows[1]["bon_success_rate"] <= 1.0 and rows[1]["mean_actions"] > 0
+    # Paired with the previous policy on the same episodes (3 games x 2 sampled episodes).
+    paired = rows[1]["paired_vs_previous"]
+    assert paired["episodes"] == rows[1]["episodes"] == 6 and rows[0]["paired_vs_previous"] is None
+    assert paired["difference"] == pytest.approx(
+        rows[1]["policy_success_rate"] - rows[0]["policy_success_rate"]
+    )
+    assert rows[1]["bon_vs_policy"]["episodes"] == 6 and rows[1]["train_paired_vs_previous"]["episodes"] == 4
     for stage in ("rollouts", "prm", "policy", "eval/policy", "eval/bon"):
         assert (run / "iter_1" / stage / "done.json").is_file(), stage
         command = (run / "iter_1" / stage / "command.txt").read_text()
@@ -66,7 +73,7 @@ def test_iterate_runs_the_loop_and_a_rerun_skips_every_stage(tmp_path, capsys):
     assert list((run / "iter_1/prm").glob("lightning_logs/version_*/config.yaml"))
     assert (run / "iter_1/rollouts/config.yaml").is_file()
     table = capsys.readouterr().out
-    assert "iter  policy" in table
+    assert "iter  policy" in table and "Δ vs previous (paired)" in table and "train games:" in table
 
     start = time.time()
     assert main(["iterate", "--config", str(config)]) == 0

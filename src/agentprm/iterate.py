@@ -82,6 +82,12 @@ class IterateConfig:
         expert: InversePRM: the demonstrations (``builtin:<set>`` or JSONL paths).
         bon_n: N of the Best-of-N evaluation (0 skips it).
         bon_sweep: Extra N values evaluated for the last policy (the success-vs-N plot).
+        eval_episodes: Episodes per held-out game in every evaluation, sampled at the eval
+            config's temperature with common random numbers, so that two policies' episodes pair
+            up (``paired_vs_previous`` in the summary: the difference with its 95% interval and
+            McNemar p-value). 0: one greedy episode per game.
+        eval_train_games: Also evaluate every policy on this many training games (spread over
+            the split; the games its rollouts practise), paired the same way; 0 skips it.
         isolate_stages: Run each stage in its own process (``auto``: when a trainer fragment asks
             for more than one device or a strategy, which Lightning launches per stage).
     """
@@ -99,6 +105,8 @@ class IterateConfig:
     expert: list[str] = dataclasses.field(default_factory=lambda: ["builtin:small"])
     bon_n: int = 8
     bon_sweep: list[int] = dataclasses.field(default_factory=list)
+    eval_episodes: int = 8
+    eval_train_games: int = 0
     isolate_stages: Literal["auto", "yes", "no"] = "auto"
 
 
@@ -258,10 +266,17 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     return _write_summary(run, cfg, rows, runner, log, final=True)
 
 
+def _sampling(cfg: IterateConfig) -> list[str]:
+    """Overrides of every evaluation: sampled episodes per game, or one greedy episode."""
+    if cfg.eval_episodes <= 0:
+        return ["--model.init_args.greedy=true", "--data.init_args.rollouts_per_game=1"]
+    return ["--model.init_args.greedy=false", f"--data.init_args.rollouts_per_game={cfg.eval_episodes}"]
+
+
 def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, cfg: IterateConfig) -> dict:
-    """π_i alone (greedy) and, with a PRM, Best-of-N(π_i, Q_i); one summary row."""
+    """π_i alone and, with a PRM, Best-of-N(π_i, Q_i), paired with π_{i−1}; one summary row."""
     ev = run / f"iter_{i}" / "eval"
-    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}"]
+    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}", *_sampling(cfg)]
     out = ev / "policy"
     runner(
         f"iter_{i}/eval",
@@ -273,7 +288,6 @@ def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, c
             i,
             *common,
             "--model.init_args.prm=null",
-            "--model.init_args.greedy=true",
             f"--model.init_args.output_dir={out}",
         ),
     )
@@ -289,18 +303,57 @@ def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, c
             k: {"success_rate": v["success_rate"], "n": v["episodes"]}
             for k, v in alone["per_task_type"].items()
         },
+        "paired_vs_previous": _paired(run / f"iter_{i - 1}" / "eval" / "policy", out) if i else None,
         "bon_success_rate": None,
         "bon_ci": None,
         "bon_n": None,
+        "bon_vs_policy": None,
         "prm_pair_acc": None,
         "prm_ece": None,
     }
+    if cfg.eval_train_games > 0:
+        train = ev / "train"
+        runner(
+            f"iter_{i}/eval-train",
+            train,
+            argv(
+                "test",
+                "eval",
+                train,
+                i,
+                *common,
+                "--model.init_args.prm=null",
+                f"--model.init_args.output_dir={train}",
+                "--data.init_args.split=train",
+                f"--data.init_args.max_games={cfg.eval_train_games}",
+            ),
+        )
+        row["train_success_rate"] = json.loads((train / "summary.json").read_text())["success_rate"]
+        row["train_paired_vs_previous"] = (
+            _paired(run / f"iter_{i - 1}" / "eval" / "train", train) if i else None
+        )
     if prm is not None:
         row.update(_prm_metrics(run / f"iter_{i}" / "prm"))
         if cfg.bon_n > 0:
             bon = _bon(runner, argv, ev / "bon", i, common, prm, cfg.bon_n)
-            row.update(bon_success_rate=bon["success_rate"], bon_ci=bon["wilson95"], bon_n=cfg.bon_n)
+            row.update(
+                bon_success_rate=bon["success_rate"],
+                bon_ci=bon["wilson95"],
+                bon_n=cfg.bon_n,
+                bon_vs_policy=_paired(out, ev / "bon"),
+            )
     return row
+
+
+def _paired(before: Path, after: Path) -> dict | None:
+    """The paired difference after − before of two evaluations of the same episodes (None if
+    either is missing or they played different episodes)."""
+    from agentprm.compare import paired_difference, read_results
+
+    try:
+        return paired_difference(read_results(before), read_results(after))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _bon(runner, argv, out: Path, i: int, common: list[str], prm: Path, n: int) -> dict:
@@ -323,7 +376,7 @@ def _bon(runner, argv, out: Path, i: int, common: list[str], prm: Path, n: int) 
 
 
 def _bon_sweep(runner, argv, run: Path, i: int, policy: Path, prm: Path, cfg: IterateConfig) -> None:
-    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}"]
+    common = [f"--model.init_args.model={policy}", f"--model.init_args.policy_id=pi_{i}", *_sampling(cfg)]
     ev = run / f"iter_{i}" / "eval"
     rows = []
     for n in sorted(set(cfg.bon_sweep) | ({cfg.bon_n} if cfg.bon_n else set())):
@@ -358,22 +411,41 @@ def _write_summary(run: Path, cfg: IterateConfig, rows: list[dict], runner, log,
 
 
 def format_table(summary: dict) -> str:
-    """The per-iteration table printed at the end of ``agentprm iterate``."""
+    """The per-iteration table printed at the end of ``agentprm iterate``.
+
+    Δ is the paired difference with the previous policy on the same episodes (95% interval,
+    McNemar p); ΔBoN is Best-of-N's over the policy alone.
+    """
 
     def pct(v) -> str:
         return "   –  " if v is None else f"{100 * v:5.1f}%"
 
+    def delta(d) -> str:
+        if not d:
+            return " " * 27
+        lo, hi = d["ci95"]
+        return (
+            f"{100 * d['difference']:+5.1f} [{100 * lo:+5.1f},{100 * hi:+5.1f}] p={d['p_value']:.2g}".ljust(
+                27
+            )
+        )
+
     lines = [
         f"{summary['method']} run {summary['name']!r} (seed {summary['seed']})",
-        "iter  policy  (95% CI)         BoN      actions  PRM pair-acc",
+        "iter  policy  (95% CI)        Δ vs previous (paired)       BoN     ΔBoN vs policy         "
+        "actions  PRM pair-acc",
     ]
     for r in summary["iterations"]:
         lo, hi = r["policy_ci"]
         acc = "   –" if r["prm_pair_acc"] is None else f"{r['prm_pair_acc']:.2f}"
         lines.append(
-            f"{r['iteration']:>4}  {pct(r['policy_success_rate'])}  [{100 * lo:4.1f}, {100 * hi:4.1f}]   "
-            f"{pct(r['bon_success_rate'])}   {r['mean_actions']:5.1f}    {acc}"
+            f"{r['iteration']:>4}  {pct(r['policy_success_rate'])}  [{100 * lo:4.1f}, {100 * hi:4.1f}]  "
+            f"{delta(r.get('paired_vs_previous'))}  {pct(r['bon_success_rate'])}  "
+            f"{delta(r.get('bon_vs_policy'))}  {r['mean_actions']:5.1f}    {acc}"
         )
+        if r.get("train_success_rate") is not None:
+            train = delta(r.get("train_paired_vs_previous"))
+            lines.append(f"      train games: {pct(r['train_success_rate'])}  {train}")
     return "\n".join(lines)
 
 

@@ -105,7 +105,8 @@ class ExpertValues:
             raise ValueError(f"gamma must be in (0, 1], found {gamma}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, found {max_steps}")
-        self.env = env if env is not None else AlfWorldEnv(data, max_steps=max_steps)
+        # States come from any game in any order: keep every game loaded (about 2 MB each).
+        self.env = env if env is not None else AlfWorldEnv(data, max_steps=max_steps, cache_games=4096)
         if memory is not None and memory < 1:
             raise ValueError(f"memory must be >= 1 observation (or None), found {memory}")
         self.max_steps, self.gamma, self.memory = max_steps, gamma, memory

@@ -45,7 +45,7 @@ PLOT_FILES = {
 }
 """The plots, by kind, as file names inside ``<run_dir>/report/``."""
 
-_CURVE_COLUMNS = ("eval/success_rate", "dpo/prm_score", "monitor/prm_score")
+_CURVE_COLUMNS = ("eval/success_rate", "dpo/prm_score", "val/prm_score", "monitor/prm_score")
 _WRITER = "`agentprm iterate`"
 
 Curve = list[tuple[int, float]]
@@ -144,7 +144,10 @@ def _load_iteration(run: RunData, i: int) -> None:
     files = sorted(policy.rglob("metrics.csv"), key=_natural_key) if policy.is_dir() and i > 0 else []
     if files:
         run.curves[i] = _merge_curves([read_metrics_csv(p) for p in files])
-        absent = [c for c in _CURVE_COLUMNS if not run.curves[i].get(c)]
+        curves = run.curves[i]
+        absent = [] if curves.get("eval/success_rate") else ["eval/success_rate"]
+        if not any(curves.get(c) for c in _CURVE_COLUMNS[1:]):
+            absent.append("a PRM score (" + ", ".join(_CURVE_COLUMNS[1:]) + ")")
         if absent:
             run.notes.append(f"iteration {i}: {', '.join(absent)} not logged in {_rel(run, files[-1])}.")
     elif i > 0:
@@ -337,7 +340,7 @@ def _plot_dpo(run: RunData) -> Any:
     from matplotlib.lines import Line2D
 
     fig, (top, bottom) = _figure(height=6.0, rows=2)
-    styles = {"dpo/prm_score": "-", "monitor/prm_score": "s--"}
+    styles = {"dpo/prm_score": "-", "val/prm_score": "o:", "monitor/prm_score": "s--"}
     for i, offset in dpo_step_offsets(run.curves).items():
         curve, color = run.curves[i], _color(i)
         if points := curve.get("eval/success_rate"):
@@ -351,7 +354,7 @@ def _plot_dpo(run: RunData) -> Any:
             ax.axvline(offset, color="grey", linewidth=0.8, linestyle=":")
         top.text(offset, 0.97, f" iter {i}", transform=top.get_xaxis_transform(), va="top", color=color)
     _percent_axis(top, "held-out success (%)")
-    top.set_title(f"{run.name}: online DPO, success vs PRM score (steps cumulative over iterations)")
+    top.set_title(f"{run.name}: online DPO — success and PRM score", fontsize=10)
     if top.get_legend_handles_labels()[0]:
         top.legend(loc="best", fontsize=8)
     else:
@@ -362,7 +365,10 @@ def _plot_dpo(run: RunData) -> Any:
     bottom.grid(alpha=0.3)
     handles = [
         Line2D([], [], color="grey", linestyle="-", label="dpo/prm_score (policy's training samples)"),
-        Line2D([], [], color="grey", linestyle="--", marker="s", label="monitor/prm_score (held-out states)"),
+        Line2D([], [], color="grey", linestyle=":", marker="o", label="val/prm_score (held-out states)"),
+        Line2D(
+            [], [], color="grey", linestyle="--", marker="s", label="monitor/prm_score (monitor's states)"
+        ),
     ]
     bottom.legend(handles=handles, loc="best", fontsize=8)
     return fig

@@ -30,7 +30,7 @@ from agentprm.cache import cache_root
 from agentprm.envs.base import BatchEnv, EnvStep
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Step, Trajectory, Turn, atomic_write_text, read_jsonl, write_jsonl
-from agentprm.sampling import HFSampler, Sample, SamplingMode
+from agentprm.sampling import HFSampler, Sample, SamplingMode, draw_key
 
 __all__ = [
     "Chooser",
@@ -67,6 +67,7 @@ def play(
     policy_id: str,
     seed: int = 0,
     rollout_indices: Sequence[int] | None = None,
+    start: Sequence[tuple[object, Sequence[Step]]] | None = None,
 ) -> list[Trajectory]:
     """Play one episode per game id, all stepped together; one Trajectory per episode, in order.
 
@@ -77,10 +78,19 @@ def play(
         policy_id: Recorded in every trajectory.
         seed: Recorded in every trajectory (the chooser owns the randomness).
         rollout_indices: Per-episode rollout index (default 0).
+        start: Per episode, a snapshot of the environment (``env.restore``) and the steps that led
+            to it: the episodes continue from there instead of starting with a reset, and their
+            trajectories begin with those steps.
     """
-    current = env.reset(list(game_ids))
-    histories: list[list[Turn]] = [[] for _ in game_ids]
-    steps: list[list[Step]] = [[] for _ in game_ids]
+    if start is not None:
+        if len(start) != len(game_ids):
+            raise ValueError(f"{len(start)} start snapshots for {len(game_ids)} episodes")
+        current = env.restore([snapshot for snapshot, _ in start])
+        steps: list[list[Step]] = [list(prefix) for _, prefix in start]
+    else:
+        current = env.reset(list(game_ids))
+        steps = [[] for _ in game_ids]
+    histories: list[list[Turn]] = [[Turn(s.observation, s.command) for s in done] for done in steps]
     while running := [i for i, s in enumerate(current) if not s.done]:
         states = [state_of(current[i], histories[i]) for i in running]
         samples = choose(states, running)
@@ -278,6 +288,8 @@ class RolloutModule(LightningModule):
             PRM's ``target: reference``.
         reference_max_steps: The budget the expert must win within (the evaluation's).
         gamma: The discount of the reference values.
+        engine: The ALFWorld engine (``graph``: each transition computed once, branches continue
+            from snapshots; ``plain``: TextWorld's engine as it is, branches replay their prefix).
     """
 
     def __init__(
@@ -301,6 +313,7 @@ class RolloutModule(LightningModule):
         reference_turns: int = 0,
         reference_max_steps: int = 30,
         gamma: float = 0.95,
+        engine: Literal["graph", "plain"] = "graph",
     ) -> None:
         super().__init__()
         if branch_actions not in ("sample", "distinct"):
@@ -329,7 +342,7 @@ class RolloutModule(LightningModule):
         from agentprm.envs.alfworld import AlfWorldEnv
 
         if (data, max_steps) not in self._envs:
-            self._envs[(data, max_steps)] = AlfWorldEnv(data, max_steps=max_steps)
+            self._envs[(data, max_steps)] = AlfWorldEnv(data, max_steps=max_steps, engine=self.hparams.engine)
         return self._envs[(data, max_steps)]
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
@@ -371,11 +384,7 @@ class RolloutModule(LightningModule):
         if episodes is None or self.hparams.mode != "admissible":
             return None
         return [
-            int.from_bytes(
-                hashlib.sha256(f"{self.hparams.seed}|{episodes[slot]}|{state.turn}".encode()).digest()[:8],
-                "big",
-            )
-            >> 1
+            draw_key(self.hparams.seed, episodes[slot], state.turn)
             for state, slot in zip(states, slots, strict=True)
         ]
 
@@ -446,6 +455,13 @@ class RolloutModule(LightningModule):
             names = [
                 f"{root.game_id}|{root.rollout_index}|b{k % h.branches}" for k, (root, _) in enumerate(slots)
             ]
+            start = None
+            if getattr(env, "engine", None) == "graph":  # continue from a snapshot, not a replay
+                at = [
+                    env.snapshot_after(root.game_id, [s.command for s in root.steps[:t]])
+                    for root, t in points
+                ]
+                start = [(at[k // h.branches], root.steps[:t]) for k, (root, t) in enumerate(slots)]
             branched = play(
                 env,
                 [root.game_id for root, _ in slots],
@@ -453,6 +469,7 @@ class RolloutModule(LightningModule):
                 policy_id=policy_id,
                 seed=h.seed,
                 rollout_indices=[root.rollout_index for root, _ in slots],
+                start=start,
             )
             trajectories += [
                 dataclasses.replace(b, branch_turn=t) for b, (_, t) in zip(branched, slots, strict=True)

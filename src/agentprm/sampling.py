@@ -31,6 +31,7 @@ __all__ = [
     "Sampler",
     "SamplingMode",
     "chat_ids",
+    "draw_key",
     "left_pad",
     "pad_prompts",
     "prefix_cache_forward",
@@ -264,6 +265,14 @@ class HFSampler:
                 )
             result.append(out)
         return result
+
+
+def draw_key(seed: int, episode: str, turn: int) -> int:
+    """The common-random-numbers seed of one draw: a 63-bit hash of (seed, episode name, turn)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}|{episode}|{turn}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def _inverse_cdf(probs: torch.Tensor, n: int, distinct: bool, generator: torch.Generator) -> list[int]:

@@ -9,25 +9,32 @@ from lightning.pytorch import Trainer
 
 
 class Periodic:
-    """Runs ``measure`` at the start of training, every ``every_n_steps`` optimiser steps and at the end.
+    """Runs ``measure`` at the start of training, every ``every_n_steps`` optimiser steps (or, with
+    ``every_n_epochs``, at the end of every n-th training epoch) and at the end.
 
     Subclasses implement ``measure(trainer, pl_module)``; the step of the last run is remembered
     so a step is never measured twice (e.g. the last step and the end of training).
     """
 
-    def __init__(self, every_n_steps: int) -> None:
+    def __init__(self, every_n_steps: int, every_n_epochs: int | None = None) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, found {every_n_steps}")
-        self.every_n_steps = every_n_steps
+        if every_n_epochs is not None and every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1 (or None), found {every_n_epochs}")
+        self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
         self._last_step: int | None = None
 
     def _maybe(self, trainer: Trainer, pl_module, force: bool = False) -> None:
         step = trainer.global_step
         if step == self._last_step or trainer.sanity_checking:
             return
-        if force or step % self.every_n_steps == 0:
+        if force or (self.every_n_epochs is None and step % self.every_n_steps == 0):
             self._last_step = step
             self.measure(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._maybe(trainer, pl_module, force=True)
 
     def measure(self, trainer: Trainer, pl_module) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from agentprm.callbacks.base import Periodic, log_metrics, require, run_dir
 from agentprm.envs.base import TASK_TYPES
+from agentprm.sampling import draw_key
 
 
 class EnvEvalCallback(Periodic, Callback):
@@ -30,6 +31,7 @@ class EnvEvalCallback(Periodic, Callback):
         max_games: Games played, spread over the split's sorted ids (every task type kept).
         max_steps: Action budget per game.
         every_n_steps: Evaluation period in optimiser steps.
+        every_n_epochs: Evaluate at the end of every n-th training epoch instead (None: by steps).
         greedy: Play the most likely action (else sample at the module's temperature).
         seed: Sampling seed when not greedy (the same at every evaluation: paired measurements).
         rollouts_per_game: Episodes per game (sampled evaluations need several).
@@ -43,12 +45,13 @@ class EnvEvalCallback(Periodic, Callback):
         max_games: int | None = 24,
         max_steps: int = 20,
         every_n_steps: int = 10,
+        every_n_epochs: int | None = None,
         greedy: bool = True,
         seed: int = 0,
         rollouts_per_game: int = 1,
         keep_best: bool = False,
     ) -> None:
-        Periodic.__init__(self, every_n_steps)
+        Periodic.__init__(self, every_n_steps, every_n_epochs)
         if rollouts_per_game < 1:
             raise ValueError(f"rollouts_per_game must be >= 1, found {rollouts_per_game}")
         self.data, self.split, self.max_games, self.max_steps = data, split, max_games, max_steps
@@ -70,14 +73,20 @@ class EnvEvalCallback(Periodic, Callback):
     def measure(self, trainer: Trainer, pl_module) -> None:
         from agentprm.rollout import play
 
-        require(pl_module, "sampler", who="EnvEvalCallback")
-        games = [g for g in self._games() for _ in range(self.rollouts_per_game)]
-        games = games[trainer.global_rank :: trainer.world_size]
-        sampler = pl_module.sampler(self.seed)
+        episodes = [(g, r) for g in self._games() for r in range(self.rollouts_per_game)]
+        episodes = episodes[trainer.global_rank :: trainer.world_size]
+        games, names = [g for g, _ in episodes], [f"{g}|{r}" for g, r in episodes]
+        sampler = (
+            pl_module.sampler(self.seed)
+            if hasattr(pl_module, "sampler")
+            else self._sampler(trainer, pl_module)
+        )
         greedy = self.greedy
 
-        def choose(states, slots):
-            return [s[0] for s in sampler.sample(states, 1, greedy=greedy)]
+        def choose(states, slots):  # common random numbers: every evaluation draws alike
+            keys = [draw_key(self.seed, names[i], s.turn) for s, i in zip(states, slots, strict=True)]
+            keys = keys if sampler.mode == "admissible" else None
+            return [s[0] for s in sampler.sample(states, 1, greedy=greedy, keys=keys)]
 
         counts = torch.zeros(len(TASK_TYPES) + 1, 3)  # won, played, actions per task type (+ other)
         if games:
@@ -109,6 +118,22 @@ class EnvEvalCallback(Periodic, Callback):
                 f"[env eval] step {trainer.global_step}: success {metrics['eval/success_rate']:.3f} "
                 f"on {int(played)} {self.split} games"
             )
+
+    @staticmethod
+    def _sampler(trainer: Trainer, pl_module):
+        """An admissible-mode sampler over a module that has ``model`` and ``tokenizer`` but no
+        ``sampler`` (SFT), reading states as its datamodule renders them."""
+        from agentprm.prompts import Renderer
+        from agentprm.sampling import HFSampler
+
+        require(pl_module, "model", "tokenizer", who="EnvEvalCallback")
+        data = getattr(getattr(trainer, "datamodule", None), "hparams", {}) or {}
+        renderer = Renderer(
+            data.get("template", "compact"),
+            data.get("history_window", 1),
+            data.get("response_format", "action"),
+        )
+        return HFSampler(pl_module.model, pl_module.tokenizer, renderer, "admissible")
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)  # the final evaluation

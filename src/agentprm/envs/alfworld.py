@@ -206,10 +206,7 @@ class AlfWorldEnv:
         for gid in game_ids:
             try:
                 slot = _GraphSlot(self.graph(gid), 0) if self.engine == "graph" else self._plain(gid)
-                text, admissible = slot.reset()
-                task = m.group(1).strip() if (m := _TASK_RE.search(text)) else ""
-                observation = "\n".join(text.split("\n\n")[1:]).strip() or text.strip()
-                step = EnvStep(gid, task_type_of(gid), task, observation, admissible, 0)
+                step = _first_step(gid, *slot.reset())
             except DataError:
                 raise
             except Exception as err:  # a broken game ends only its own episode
@@ -227,23 +224,43 @@ class AlfWorldEnv:
                 continue
             try:
                 sent = translate_command(command or "", last.admissible_commands)
-                feedback, admissible, won = slot.step(sent)
-                turn = last.turn + 1
-                done = won or turn >= self.max_steps
-                self._last[i] = replace(
-                    last,
-                    observation=feedback.strip(),
-                    admissible_commands=() if done else admissible,
-                    turn=turn,
-                    won=won,
-                    done=done,
-                    reward=1.0 if won else 0.0,
-                )
+                self._last[i] = self._next_step(last, *slot.step(sent))
             except Exception as err:  # this episode fails; the others go on
                 self._last[i] = replace(
                     last, turn=last.turn + 1, done=True, reward=0.0, failure=_describe(err)
                 )
         return list(self._last)
+
+    def _next_step(self, last: EnvStep, feedback: str, admissible: tuple[str, ...], won: bool) -> EnvStep:
+        turn = last.turn + 1
+        done = won or turn >= self.max_steps
+        return replace(
+            last,
+            observation=feedback.strip(),
+            admissible_commands=() if done else admissible,
+            turn=turn,
+            won=won,
+            done=done,
+            reward=1.0 if won else 0.0,
+        )
+
+    def snapshot_after(self, game_id: str, commands: Sequence[str]) -> Snapshot:
+        """The snapshot of an episode of ``game_id`` after ``commands`` (``graph`` engine).
+
+        The commands are played on the game's graph, not in a slot: transitions taken before cost a
+        lookup each, and the running episodes are left alone.
+        """
+        if self.engine != "graph":
+            raise ValueError("snapshots need engine='graph'")
+        slot = _GraphSlot(self.graph(game_id), 0)
+        step = _first_step(game_id, *slot.reset())
+        for command in commands:
+            if step.done:
+                raise ValueError(
+                    f"game {game_id}: commands go on after the episode ended at turn {step.turn}"
+                )
+            step = self._next_step(step, *slot.step(translate_command(command, step.admissible_commands)))
+        return Snapshot(step, slot.graph, slot.node)
 
     def snapshot(self, slot: int) -> Snapshot:
         """A copy of episode ``slot`` as it is now, to continue from with :meth:`restore`.
@@ -277,6 +294,13 @@ class Snapshot:
     step: EnvStep
     graph: object
     node: int
+
+
+def _first_step(game_id: str, text: str, admissible: tuple[str, ...]) -> EnvStep:
+    """What a reset shows: the task line split off the room description."""
+    task = m.group(1).strip() if (m := _TASK_RE.search(text)) else ""
+    observation = "\n".join(text.split("\n\n")[1:]).strip() or text.strip()
+    return EnvStep(game_id, task_type_of(game_id), task, observation, admissible, 0)
 
 
 class _GraphSlot:
