@@ -84,6 +84,36 @@ def test_iterate_runs_the_loop_and_a_rerun_skips_every_stage(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert list((run / "report").glob("*.png")) and (run / "report" / "report.md").is_file()
 
+    # Another seed under the same name: refused before any work, naming the difference.
+    capsys.readouterr()
+    assert main(["iterate", "--config", str(config), "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("agentprm iterate: ") and "seed: 0 → 1" in err and "--overwrite true" in err
+    assert json.loads((run / "iterate.json").read_text())["seed"] == 0
+
+
+def test_a_stage_is_skipped_only_for_the_same_command(tmp_path):
+    from agentprm.iterate import StageRunner
+    from agentprm.provenance import SettingsChanged
+
+    folder, log = tmp_path / "stage", []
+    argv = ["games", "list", "--split", "valid_seen"]
+    assert StageRunner(False, log.append)("s", folder, argv) is True
+    assert StageRunner(False, log.append)("s", folder, argv) is False  # done, same command
+    other = ["games", "list", "--split", "valid_unseen"]
+    with pytest.raises(
+        SettingsChanged, match=r"stage s: .* was made by another command \(was valid_seen, now valid_unseen\)"
+    ):
+        StageRunner(False, log.append)("s", folder, other)
+    (folder / "stale.txt").write_text("old output")
+    assert StageRunner(False, log.append, overwrite=True)("s", folder, other) is True
+    assert not (folder / "stale.txt").exists()
+    # Once a stage ran, the later ones run again: their inputs were remade.
+    runner = StageRunner(False, log.append)
+    later = tmp_path / "later"
+    assert runner("t", later, argv) is True
+    assert runner("s", folder, other) is True  # done with this command, but after a stage that ran
+
 
 def test_iterate_names_missing_stage_configs(tmp_path):
     config = tiny_config(tmp_path)

@@ -79,15 +79,22 @@ def _lightning(argv: list[str] | None) -> int:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
-    )
+    from agentprm.provenance import SettingsChanged
+
+    try:
+        LightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    except SettingsChanged as err:  # an expected refusal: one line, no traceback
+        verb = (argv or sys.argv[1:] or ["?"])[0]
+        print(f"agentprm {verb}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

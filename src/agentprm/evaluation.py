@@ -265,6 +265,15 @@ class EvaluationModule(RolloutModule):
 
         return choose
 
+    def run_settings(self) -> dict:
+        from agentprm.provenance import model_identity
+
+        settings = super().run_settings()
+        settings["prm"] = model_identity(self.prm_path)
+        settings["best_of_n"] = self.best_of_n if self.prm is not None else 1
+        settings["candidates"] = self.candidates if self.prm is not None else None
+        return settings
+
     def test_step(self, batch, batch_idx: int = 0) -> dict:
         return self.predict_step(batch, batch_idx)
 

@@ -90,6 +90,9 @@ class IterateConfig:
             the split; the games its rollouts practise), paired the same way; 0 skips it.
         isolate_stages: Run each stage in its own process (``auto``: when a trainer fragment asks
             for more than one device or a strategy, which Lightning launches per stage).
+        overwrite: A finished stage whose command differs from this run's (other settings under
+            the same run name) is deleted and run again, with every stage after it; off, the run
+            stops at that stage and names the difference.
     """
 
     name: str = "quickstart"
@@ -108,27 +111,48 @@ class IterateConfig:
     eval_episodes: int = 8
     eval_train_games: int = 0
     isolate_stages: Literal["auto", "yes", "no"] = "auto"
+    overwrite: bool = False
 
 
 # --------------------------------------------------------------------------------------------
 # Running one stage
 # --------------------------------------------------------------------------------------------
 class StageRunner:
-    """Runs stages in this process (fast) or as ``agentprm`` subprocesses (multi-device)."""
+    """Runs stages in this process (fast) or as ``agentprm`` subprocesses (multi-device).
 
-    def __init__(self, isolate: bool, log: Callable[[str], None]) -> None:
-        self.isolate, self.log = isolate, log
+    A stage whose folder holds ``done.json`` is skipped only if that run's command was the same;
+    with another command (other settings) it stops with the difference, unless ``overwrite``
+    (then the folder is emptied and the stage runs again). Once a stage runs, every later stage
+    runs again too: its inputs changed.
+    """
+
+    def __init__(self, isolate: bool, log: Callable[[str], None], overwrite: bool = False) -> None:
+        self.isolate, self.log, self.overwrite = isolate, log, overwrite
         self.seconds: dict[str, float] = {}
+        self.ran = False
 
     def __call__(self, key: str, folder: Path, argv: list[str]) -> bool:
-        """Run ``agentprm <argv>`` unless ``folder/done.json`` exists; True if it ran now."""
+        """Run ``agentprm <argv>`` unless ``folder/done.json`` holds the same command; True if it ran now."""
+        import shutil
+
+        from agentprm.provenance import SettingsChanged
+
         done = folder / "done.json"
-        if done.is_file():
-            self.seconds[key] = json.loads(done.read_text()).get("seconds", 0.0)
-            self.log(f"[{key}] done already, skipped ({folder})")
-            return False
-        folder.mkdir(parents=True, exist_ok=True)
         command = "agentprm " + shlex.join(argv)
+        if done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("command") == command and not self.ran:
+                self.seconds[key] = record.get("seconds", 0.0)
+                self.log(f"[{key}] done already, skipped ({folder})")
+                return False
+            if record.get("command") != command and not self.overwrite:
+                changes = _argv_changes(record.get("command", ""), command)
+                raise SettingsChanged(
+                    f"stage {key}: {folder} was made by another command ({changes}); rerun with "
+                    "--overwrite true to replace the run's stages from there, or use another --name"
+                )
+            shutil.rmtree(folder)  # stale: other settings, or its inputs were remade
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "command.txt", command + "\n")
         self.log(f"[{key}] {command}")
         start = time.time()
@@ -142,9 +166,37 @@ class StageRunner:
             raise RuntimeError(f"stage {key} failed with exit status {status}; rerun alone with: {command}")
         seconds = time.time() - start
         self.seconds[key] = seconds
+        self.ran = True
         atomic_write_json(done, {"stage": key, "seconds": seconds, "command": command})
         self.log(f"[{key}] finished in {seconds:.0f} s")
         return True
+
+
+# Settings a rerun of the same run may change: more iterations, another Best-of-N sweep, how stages run.
+_RESUMABLE = ("iterations", "bon_sweep", "isolate_stages", "overwrite")
+
+
+def _check_run(run: Path, cfg: IterateConfig) -> None:
+    """Stop before any work when the run folder was made with other settings (``iterate.json``)."""
+    from agentprm.provenance import SettingsChanged, describe_changes
+
+    path = run / "iterate.json"
+    if not path.is_file() or cfg.overwrite:
+        return
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in _RESUMABLE}
+    new = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in _RESUMABLE}
+    if old != new:
+        raise SettingsChanged(
+            f"run {run} was made with other settings ({describe_changes(old, new)}); rerun with "
+            "--overwrite true to replace its stages where they differ, or use another --name"
+        )
+
+
+def _argv_changes(old: str, new: str) -> str:
+    """The arguments only in the old command and only in the new one."""
+    a, b = shlex.split(old), shlex.split(new)
+    gone, added = [x for x in a if x not in b], [x for x in b if x not in a]
+    return f"was {' '.join(gone) or '–'}, now {' '.join(added) or '–'}"
 
 
 def _needs_isolation(fragments: Sequence[str]) -> bool:
@@ -175,9 +227,10 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
             raise FileNotFoundError(f"stages.{name}.config: {stage.config} does not exist")
     run = Path(cfg.runs_dir) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
+    _check_run(run, cfg)
     atomic_write_json(run / "iterate.json", dataclasses.asdict(cfg))
     isolate = cfg.isolate_stages == "yes" or (cfg.isolate_stages == "auto" and _needs_isolation(cfg.trainer))
-    runner = StageRunner(isolate, log)
+    runner = StageRunner(isolate, log, cfg.overwrite)
 
     def argv(verb: str, stage: str, root: Path, i: int, *extra: str) -> list[str]:
         spec = cfg.stages[stage]
@@ -470,5 +523,11 @@ def main(argv: Sequence[str]) -> int:
     cfg = IterateConfig(**{k: v for k, v in vars(init).items() if k in fields})
     cfg.stages = {k: v if isinstance(v, Stage) else Stage(**dict(v)) for k, v in cfg.stages.items()}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    iterate(cfg)
+    from agentprm.provenance import SettingsChanged
+
+    try:
+        iterate(cfg)
+    except SettingsChanged as err:  # an expected refusal: one line, no traceback
+        print(f"agentprm iterate: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -30,8 +30,10 @@ def save_hf(
     """Write a (possibly LoRA-wrapped) causal LM and its tokenizer with ``save_pretrained``.
 
     With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
-    adapter alone is written. ``extra(folder)`` may add files of its own. The whole directory is
-    written aside and then swapped in, so readers never see a half-written model.
+    adapter alone is written. ``extra(folder)`` may add files of its own. The model is written into
+    a temporary sibling folder and swapped in by renames (the old model moved aside, the new one
+    renamed in, the old one removed), so one complete model is always present; if writing fails,
+    the temporary folder is removed and the old model is left as it was.
     """
     import shutil
     import tempfile
@@ -39,18 +41,26 @@ def save_hf(
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    to_save = model
-    if merge_lora and hasattr(model, "merge_and_unload"):
-        import copy
+    try:
+        to_save = model
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            import copy
 
-        to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if extra is not None:
-        extra(tmp)
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
     if out.exists():
-        shutil.rmtree(out)
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-old-"))
+        out.rename(old / out.name)
     tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

@@ -290,6 +290,8 @@ class RolloutModule(LightningModule):
         gamma: The discount of the reference values.
         engine: The ALFWorld engine (``graph``: each transition computed once, branches continue
             from snapshots; ``plain``: TextWorld's engine as it is, branches replay their prefix).
+        overwrite: ``output_dir`` holds results made with other settings (its ``settings.json``
+            differs): delete them and start again. Off, such a rerun stops before any work.
     """
 
     def __init__(
@@ -314,6 +316,7 @@ class RolloutModule(LightningModule):
         reference_max_steps: int = 30,
         gamma: float = 0.95,
         engine: Literal["graph", "plain"] = "graph",
+        overwrite: bool = False,
     ) -> None:
         super().__init__()
         if branch_actions not in ("sample", "distinct"):
@@ -336,7 +339,7 @@ class RolloutModule(LightningModule):
         self.output_dir = Path(output_dir)
         self._envs: dict[tuple[str, int], BatchEnv] = {}
         self._values = None
-        self._start = 0.0
+        self._start, self._skipped = 0.0, 0
 
     def _env(self, data: str, max_steps: int) -> BatchEnv:
         from agentprm.envs.alfworld import AlfWorldEnv
@@ -348,9 +351,38 @@ class RolloutModule(LightningModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         return batch  # an EpisodeBatch names games; nothing to move
 
+    # Settings that do not change what a run writes: left out of its settings.json.
+    _NOT_CONTENT = ("output_dir", "retry_failed", "overwrite", "engine", "dtype")
+    RESULTS = ("batch-*.jsonl", "manifest.json", "reference", "results.jsonl", "summary.json")
+
+    def run_settings(self) -> dict:
+        """What determines this run's output: the module's settings, the model's identity and the
+        episodes (the data module's settings)."""
+        from agentprm.provenance import model_identity
+
+        h = self.hparams
+        settings = {k: v for k, v in h.items() if k not in self._NOT_CONTENT}
+        settings["model"] = model_identity(h.model)
+        data = getattr(getattr(self.trainer, "datamodule", None), "hparams", None) if self._trainer else None
+        settings["episodes"] = dict(data) if data else None
+        return settings
+
     def on_predict_start(self) -> None:
-        self._start = time.time()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from agentprm.provenance import check_settings
+
+        self._start, self._skipped = time.time(), 0
+        resumed = check_settings(
+            self.output_dir,
+            self.run_settings(),
+            overwrite=self.hparams.overwrite,
+            results=self.RESULTS,
+            write=self.global_rank == 0,
+        )
+        self.trainer.strategy.barrier()
+        if resumed:
+            rank_zero_info(f"{self.output_dir}: resuming a run with the same settings (settings.json)")
 
     def sampler(self, batch_index: int) -> HFSampler:
         """The policy's sampler for one batch, seeded by the batch index (same on resume and any rank)."""
@@ -430,6 +462,7 @@ class RolloutModule(LightningModule):
 
     def predict_step(self, batch, batch_idx: int = 0) -> dict:
         if self._finished(batch.index):
+            self._skipped += 1
             return {"batch": batch.index, "skipped": True}
         h = self.hparams
         env, sampler = self._env(batch.data, batch.max_steps), self.sampler(batch.index)
@@ -500,6 +533,10 @@ class RolloutModule(LightningModule):
         ]
 
     def on_predict_end(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if self._skipped:
+            rank_zero_info(f"{self.output_dir}: {self._skipped} finished batch(es) kept from an earlier run")
         self.trainer.strategy.barrier()
         if self.global_rank == 0:
             write_manifest(self.output_dir, self.hparams, time.time() - self._start, self.trainer.datamodule)
