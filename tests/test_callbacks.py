@@ -90,7 +90,8 @@ def test_env_eval_keeps_the_best_weights_of_an_sft_fit(tmp_path):
     )
     trainer.fit(module, data)
     assert [row["step"] for row in callback.history] == [0, 2, 4]
-    best = max(callback.history, key=lambda r: r["eval/success_rate"])  # the first of equals
+    top = max(row["eval/success_rate"] for row in callback.history)
+    best = [row for row in callback.history if row["eval/success_rate"] == top][-1]  # the last of equals
     assert callback.best == (best["eval/success_rate"], best["step"])
     for name, value in module.state_dict().items():
         if name in callback._best_weights:

@@ -334,7 +334,7 @@ def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollo
 def test_value_and_shaped_targets_reject_bad_settings():
     from agentprm.data import PRMDataModule
 
-    with pytest.raises(ValueError, match="'q', 'value' or 'shaped'"):
+    with pytest.raises(ValueError, match="'q', 'value', 'shaped' or 'reference'"):
         PRMDataModule(rollouts=["x"], target="advantage")
     with pytest.raises(ValueError, match=r"data\.target=value needs data\.loss=absolute"):
         PRMDataModule(rollouts=["x"], loss="relative", target="value")

@@ -102,7 +102,8 @@ class EnvEvalCallback(Periodic, Callback):
         log_metrics(trainer, metrics)
         row = {"step": trainer.global_step, "games": int(played), **metrics}
         self.history.append(row)
-        if self.best is None or metrics["eval/success_rate"] > self.best[0]:
+        # ties go to the later evaluation: at equal success, the more trained weights
+        if self.best is None or metrics["eval/success_rate"] >= self.best[0]:
             self.best = (metrics["eval/success_rate"], trainer.global_step)
             if self.keep_best:
                 trained = {k for k, p in pl_module.named_parameters() if p.requires_grad}
