@@ -199,8 +199,9 @@ def _ours(model_dir: Path, scored, tokens, size: int, warmup: int, steps: int, l
     loader = DataLoader(scored, batch_size=size, shuffle=False, collate_fn=list)
     with tempfile.TemporaryDirectory() as tmp, common.PeakRSS() as mem, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(validation_step|LeafSpec|val_dataloader).*")
+        # The scorer is never called on fixed pairs; the oracle is the one that loads no model.
         module = FixedPairsDPO(
-            model=str(model_dir), prm="(unused: fixed pairs)", lora=LoraSettings(**LORA) if lora else None,
+            model=str(model_dir), prm="oracle", lora=LoraSettings(**LORA) if lora else None,
             reference="auto", beta=BETA, lr=LR, weight_decay=0.0, warmup_steps=0, **RENDERER,
             output_dir=str(Path(tmp) / "policy"),
         )  # fmt: skip

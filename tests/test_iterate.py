@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,13 +116,14 @@ def test_a_stage_is_skipped_only_for_the_same_command(tmp_path):
     assert runner("s", folder, other) is True  # done with this command, but after a stage that ran
 
 
-def test_iterate_names_missing_stage_configs(tmp_path):
+def test_iterate_names_missing_stage_configs(tmp_path, capsys):
     config = tiny_config(tmp_path)
     cfg = yaml.safe_load(config.read_text())
     cfg["stages"]["prm"]["config"] = str(tmp_path / "nope.yaml")
     config.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(FileNotFoundError, match=r"stages.prm.config: .*nope.yaml does not exist"):
-        main(["iterate", "--config", str(config)])
+    assert main(["iterate", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^agentprm iterate: stages.prm.config: .*nope.yaml does not exist", err, re.M)
 
 
 def _agentprm(*args: str) -> list[str]:

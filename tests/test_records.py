@@ -237,7 +237,7 @@ def test_error_invalid_json(tmp_path: Path) -> None:
     path = bad_file(tmp_path, '{"game_id": "g" "task": 1}', lineno=3)
     with pytest.raises(RecordError) as info:
         read_jsonl(path)
-    assert str(info.value) == f"{path}:3: invalid JSON (Expecting ',' delimiter at column 17)"
+    assert str(info.value) == f"{path}:3: invalid JSON: Expecting ',' delimiter (column 17)"
     assert (info.value.path, info.value.line) == (str(path), 3)
 
 

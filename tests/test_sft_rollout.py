@@ -186,10 +186,12 @@ def test_retry_failed_plays_again_only_the_batches_with_failed_episodes(tmp_path
     write_jsonl(moved, broken + played[2:])
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("batch-*.jsonl")}
 
-    assert _predict(tmp_path, "tiny", out) == 0  # a plain rerun keeps every finished batch
+    with pytest.warns(UserWarning, match=r"2 of 12 episode\(s\) failed in the engine \(games valid_unseen/"):
+        assert _predict(tmp_path, "tiny", out) == 0  # a plain rerun keeps every finished batch
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failures"] == 2 and moved.exists()
     assert manifest["failure_reasons"] == {error.format("XXXXXXXX"): 2}
+    assert manifest["failed_games"] == sorted({t.game_id for t in broken})
 
     assert _predict(tmp_path, "tiny", out, ["--model.init_args.retry_failed=true"]) == 0
     after = {p.name: p for p in out.glob("batch-*.jsonl")}

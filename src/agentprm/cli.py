@@ -41,17 +41,36 @@ other commands:
              agentprm probe --prm runs/quickstart/iter_1/prm/model \\
                             --policy runs/quickstart/iter_0/policy/model
 
-Run `agentprm <command> --help` for the options of a command.
+Run `agentprm <command> --help` for the options of a command. An expected error (bad input, a
+missing path, a rerun over other settings) prints one line; --debug (or AGENTPRM_DEBUG=1) on any
+command shows its traceback.
 """
 
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from agentprm.errors import DEBUG_ENV, report_errors
+
     argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv  # any command: tracebacks of expected errors too
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE, end="")
         return 0
-    command, rest = argv[0], argv[1:]
+    command, before = argv[0], os.environ.get(DEBUG_ENV)
+    if debug:  # for this command (and the stages it runs in-process) only
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        return report_errors(f"agentprm {command}", lambda: _dispatch(command, argv))
+    finally:
+        if debug and before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        elif debug:
+            os.environ[DEBUG_ENV] = before
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    rest = argv[1:]
     if command == "games":
         return _games(rest)
     if command == "targets":
@@ -69,20 +88,29 @@ def main(args: Sequence[str] | None = None) -> int:
 
         return iterate_main(rest)
     if command in _LIGHTNING_VERBS:
-        return _lightning(argv if args is not None else None)
+        return _lightning(argv)
     print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")
     return 2
 
 
-def _lightning(argv: list[str] | None) -> int:
-    """Run Lightning's CLI on ``argv`` (None: on ``sys.argv``)."""
+def _lightning(argv: list[str]) -> int:
+    """Run Lightning's CLI on ``argv`` (the verb first).
+
+    A run that fails leaves no empty ``lightning_logs/version_N`` folder behind (Lightning makes it
+    before the stage's own setup runs).
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    from agentprm.provenance import SettingsChanged
+    trainers = []
+
+    class CLI(LightningCLI):
+        def instantiate_trainer(self, **kwargs):
+            trainers.append(super().instantiate_trainer(**kwargs))
+            return trainers[-1]
 
     try:
-        LightningCLI(
+        CLI(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,
@@ -91,11 +119,23 @@ def _lightning(argv: list[str] | None) -> int:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "omegaconf"},
         )
-    except SettingsChanged as err:  # an expected refusal: one line, no traceback
-        verb = (argv or sys.argv[1:] or ["?"])[0]
-        print(f"agentprm {verb}: {err}", file=sys.stderr)
-        return 2
+    except BaseException:
+        for trainer in trainers:
+            _remove_empty_log_dirs(trainer)
+        raise
     return 0
+
+
+def _remove_empty_log_dirs(trainer) -> None:
+    """Remove the loggers' version folders (and their parents) that a failed run left empty."""
+    import contextlib
+    from pathlib import Path
+
+    for logger in trainer.loggers:
+        folder = getattr(logger, "log_dir", None)
+        for path in (Path(folder), Path(folder).parent) if folder else ():
+            with contextlib.suppress(OSError):  # not there, or not empty: kept
+                path.rmdir()
 
 
 def _games(argv: list[str]) -> int:
@@ -128,7 +168,11 @@ def _games(argv: list[str]) -> int:
 def _games_list(name: str, split: str | None) -> int:
     from agentprm.envs.gamesets import load_set
 
-    for game in load_set(name):
+    games = load_set(name)
+    splits = sorted({g.split for g in games})
+    if split is not None and split not in splits:
+        raise ValueError(f"--split {split!r} is not a split of the set {name!r}: one of {', '.join(splits)}")
+    for game in games:
         if split is None or game.split == split:
             print(f"{game.split}\t{game.task_type}\t{game.game_id}")
     return 0
@@ -138,12 +182,19 @@ def _games_generate(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agentprm.envs.gamesets import generate_set, materialize, save_set
+    from agentprm.errors import check_range
 
+    counts = {"train": ns.train, "valid_seen": ns.valid_seen, "valid_unseen": ns.valid_unseen}
+    for split, value in counts.items():
+        check_range("--" + split.replace("_", "-"), value, 0)
+    check_range("--workers", ns.workers, 1)
+    check_range("--timeout", ns.timeout, 0)
+    if not any(counts.values()):
+        raise ValueError("--train, --valid-seen and --valid-unseen are all 0: nothing to generate")
     out = Path(ns.output)
     if out.exists():
         print(f"agentprm games generate: {out} already exists; choose a new directory", file=sys.stderr)
         return 2
-    counts = {"train": ns.train, "valid_seen": ns.valid_seen, "valid_unseen": ns.valid_unseen}
     counts = {k: v for k, v in counts.items() if v > 0}
     games = generate_set(
         counts, ns.size, seed=ns.seed, workers=ns.workers, timeout=ns.timeout, progress=not ns.quiet
@@ -221,12 +272,7 @@ def _report(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     from agentprm.report import write_report
 
-    try:
-        path = write_report(ns.run_dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"agentprm report: {err}", file=sys.stderr)
-        return 2
-    print(path)
+    print(write_report(ns.run_dir))
     return 0
 
 
@@ -258,42 +304,40 @@ def _probe(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     if ns.max_states < 1:
         parser.error(f"--max-states must be >= 1, found {ns.max_states}")
+    if ns.history_window is not None and ns.history_window < 0:
+        parser.error(f"--history-window must be >= 0, found {ns.history_window}")
     from agentprm.evaluation import action_ranking, oracle_agreement
     from agentprm.records import atomic_write_json
     from agentprm.rollout import expert_demonstrations
     from agentprm.scorers import load_scorer
 
-    try:
-        prm = load_scorer(ns.prm)
-        policy = None
-        if ns.policy:
-            from agentprm.backbone import load_causal_lm, load_tokenizer
-            from agentprm.prompts import Renderer
-            from agentprm.sampling import HFSampler
+    prm = load_scorer(ns.prm)
+    policy = None
+    if ns.policy:
+        from agentprm.backbone import load_causal_lm, load_tokenizer
+        from agentprm.prompts import Renderer
+        from agentprm.sampling import HFSampler
 
-            # The policy reads states with the PRM's renderer settings unless told otherwise.
-            model, tokenizer = load_causal_lm(ns.policy).eval(), load_tokenizer(ns.policy)
-            base = prm.renderer
-            template = ns.template or (base.template if hasattr(prm, "lm") else "compact")
-            window = ns.history_window if ns.history_window is not None else base.history_window
-            renderer = Renderer(template, window, base.response_format)
-            policy = HFSampler(model, tokenizer, renderer, "admissible")
-        demos = expert_demonstrations(ns.data, ns.split, progress=False)
-        result = action_ranking(prm, demos, policy, max_states=ns.max_states)
-        if ns.states:
-            from agentprm.data import spread
-            from agentprm.dpo import policy_states
-            from agentprm.reference import ExpertValues
-            from agentprm.rollout import read_shards
+        # The policy reads states with the PRM's renderer settings unless told otherwise.
+        model, tokenizer = load_causal_lm(ns.policy).eval(), load_tokenizer(ns.policy)
+        base = prm.renderer
+        template = ns.template or (base.template if hasattr(prm, "lm") else "compact")
+        window = ns.history_window if ns.history_window is not None else base.history_window
+        renderer = Renderer(template, window, base.response_format)
+        policy = HFSampler(model, tokenizer, renderer, "admissible")
+    demos = expert_demonstrations(ns.data, ns.split, progress=False)
+    result = action_ranking(prm, demos, policy, max_states=ns.max_states)
+    if ns.states:
+        from agentprm.data import spread
+        from agentprm.dpo import policy_states
+        from agentprm.reference import ExpertValues
+        from agentprm.rollout import read_shards
 
-            states = spread(policy_states(read_shards(ns.states)), ns.max_states)
-            if not states:
-                raise ValueError(f"--states {ns.states}: no batch-*.jsonl episodes there")
-            values = prm.values if hasattr(prm, "values") else ExpertValues(ns.data)
-            result["oracle"] = {"states_from": ns.states, **oracle_agreement(prm, states, values, policy)}
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"agentprm probe: {err}", file=sys.stderr)
-        return 2
+        states = spread(policy_states(read_shards(ns.states)), ns.max_states)
+        if not states:
+            raise ValueError(f"--states {ns.states}: no batch-*.jsonl episodes there")
+        values = prm.values if hasattr(prm, "values") else ExpertValues(ns.data)
+        result["oracle"] = {"states_from": ns.states, **oracle_agreement(prm, states, values, policy)}
     result = {"prm": ns.prm, "policy": ns.policy, "data": ns.data, "split": ns.split, **result}
     text = json.dumps(result, indent=2)
     if ns.output:

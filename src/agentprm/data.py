@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from agentprm.errors import check_range, check_sources
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import Trajectory, read_jsonl
 from agentprm.sampling import chat_ids, left_pad, response_ids, right_pad
@@ -170,6 +171,10 @@ class SFTDataModule(LightningDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
+        check_range("data.max_games", max_games, 1, optional=True)
+        check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
+        check_range("data.batch_size", batch_size, 1)
+        check_range("data.max_length", max_length, 1)
         self.save_hyperparameters()
         self.renderer = Renderer(template, history_window, response_format)
         self.train_set: list[SFTExample] = []
@@ -296,6 +301,10 @@ class RolloutDataModule(LightningDataModule):
         max_steps: int = 20,
     ) -> None:
         super().__init__()
+        check_range("data.max_games", max_games, 1, optional=True)
+        check_range("data.rollouts_per_game", rollouts_per_game, 1)
+        check_range("data.batch_size", batch_size, 1)
+        check_range("data.max_steps", max_steps, 1)
         self.save_hyperparameters()
         self.batches: list[EpisodeBatch] = []
 
@@ -330,13 +339,36 @@ class RolloutDataModule(LightningDataModule):
 
 
 def read_trajectories(sources: Sequence[str]) -> list[Trajectory]:
-    """Every Trajectory of the given JSONL files or directories of ``*.jsonl`` files (sorted)."""
+    """Every Trajectory of the given JSONL files or rollout directories, each file read once.
+
+    A directory gives its ``batch-*.jsonl`` shards (sorted), or every ``*.jsonl`` file when it has
+    no shards (a folder of hand-made files). A source given twice, or a file also inside a given
+    directory, is read once, with a warning.
+    """
+    import warnings
     from pathlib import Path
 
-    files = [f for s in map(Path, sources) for f in (sorted(s.glob("*.jsonl")) if s.is_dir() else [s])]
-    if not files:
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(source.glob("batch-*.jsonl")) or sorted(source.glob("*.jsonl"))
+        elif source.exists():
+            found = [source]
+        else:
+            raise FileNotFoundError(f"no rollout file or directory {source}")
+        files += found
+    seen: dict[Path, None] = {}
+    for f in files:
+        seen.setdefault(f.resolve())
+    if len(seen) < len(files):
+        warnings.warn(
+            f"{len(files) - len(seen)} trajectory file(s) given more than once (e.g. the same rollout "
+            f"directory twice in {', '.join(map(str, sources))}); each is read once",
+            stacklevel=2,
+        )
+    if not seen:
         raise FileNotFoundError(f"no .jsonl trajectory files in {', '.join(map(str, sources))}")
-    return [t for f in files for t in read_jsonl(f)]
+    return [t for f in seen for t in read_jsonl(f)]
 
 
 @dataclass(frozen=True)
@@ -511,6 +543,10 @@ class PRMDataModule(LightningDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
+        check_range("data.gamma", gamma, 0, 1)
+        check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
+        check_range("data.batch_size", batch_size, 1)
+        check_range("data.max_length", max_length, 1)
         if loss not in ("absolute", "relative", "inverse"):
             raise ValueError(f"data.loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
         if loss == "inverse" and (not expert or not next_policy):
@@ -528,6 +564,8 @@ class PRMDataModule(LightningDataModule):
             raise ValueError(
                 "data.target=shaped needs data.value_model (a PRM trained with data.target=value)"
             )
+        check_sources("data.rollouts", rollouts)  # inputs checked before any model is loaded
+        check_sources("data.expert", expert)
         self.save_hyperparameters()
         self.train_set: list[PRMExample] = []
         self.val_set: list[PRMExample] = []
@@ -653,6 +691,13 @@ class PRMDataModule(LightningDataModule):
             raise ValueError("PRMDataModule is used with a PRMModule, whose tokenizer and renderer it uses")
         h = self.hparams
         learners = read_trajectories(h.rollouts)
+        if h.loss != "inverse" and h.target != "reference" and not any(t.won for t in learners):
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"none of the {len(learners)} episodes in {', '.join(h.rollouts)} was won: every "
+                "Monte-Carlo target is 0 and the PRM learns nothing about success"
+            )
         experts = self._experts() if h.loss == "inverse" else []
         # One split over every game, so a game's demonstrations and rollouts land on the same side.
         _, val_games = split_games([t.game_id for t in [*learners, *experts]], h.val_fraction, h.seed)

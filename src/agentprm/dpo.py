@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Trajectory
@@ -177,6 +178,14 @@ class OnlineDPOModule(LightningModule):
             raise ValueError(f"reference must be 'auto', 'adapters' or 'copy', found {reference!r}")
         if reference == "adapters" and lora is None:
             raise ValueError("reference='adapters' needs LoRA (model.init_args.lora); use 'copy' or 'auto'")
+        check_model_path("model.model", model)
+        if output_dir:
+            check_writable("model.output_dir", output_dir)
+        from agentprm.scorers import load_scorer
+
+        # The PRM first: a wrong path fails here, before the policy is loaded and copied.
+        scorer = load_scorer(prm)
+        scorer.requires_grad_(False)
         self.save_hyperparameters()
         self.model = load_causal_lm(model, dtype=dtype, lora=lora)
         self.tokenizer = load_tokenizer(model)
@@ -188,18 +197,12 @@ class OnlineDPOModule(LightningModule):
             ref = copy.deepcopy(self.model).eval()
             ref.requires_grad_(False)
             self._frozen["reference"] = ref
-        self._prm_path = prm
+        self._frozen["prm"] = scorer
 
     # -- frozen parts -------------------------------------------------------------------------
     @property
     def prm(self):
-        """The frozen PRM (loaded on first use, on this module's device)."""
-        if "prm" not in self._frozen:
-            from agentprm.scorers import load_scorer
-
-            prm = load_scorer(self._prm_path)
-            prm.requires_grad_(False)
-            self._frozen["prm"] = prm.to(self.device)
+        """The frozen scorer (a PRM or the oracle), on this module's device."""
         return self._frozen["prm"]
 
     @property
@@ -357,8 +360,15 @@ class OnlineDPOModule(LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before training, not when saving after it
+            check_writable("model.output_dir", self._output_dir())
+
+    def _output_dir(self) -> str:
+        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy")
+
     def on_fit_end(self) -> None:
-        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy"))
+        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:
@@ -429,6 +439,17 @@ class PolicyDataModule(LightningDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
+        from agentprm.errors import check_range
+
+        check_range("data.max_resets", max_resets, 1, optional=True)
+        check_range("data.states_per_epoch", states_per_epoch, 1, optional=True)
+        check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
+        check_range("data.max_val_states", max_val_states, 1, optional=True)
+        check_range("data.batch_size", batch_size, 1)
+        if not refresh:  # with refresh, another process may still be writing them
+            from agentprm.errors import check_sources
+
+            check_sources("data.rollouts", rollouts)
         self.save_hyperparameters()
         self.train_states: list[State] = []
         self.val_states: list[State] = []

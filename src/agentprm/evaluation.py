@@ -234,15 +234,16 @@ class EvaluationModule(RolloutModule):
             raise ValueError(
                 "model.branches is for training rollouts; an evaluation plays each game from its start"
             )
-        super().__init__(**kwargs)
         if best_of_n < 1:
             raise ValueError(f"best_of_n must be >= 1, found {best_of_n}")
-        self.prm_path, self.best_of_n, self.candidates = prm, best_of_n, candidates
-        self.prm = None
-        if prm is not None:
+        scorer = None
+        if prm is not None:  # the PRM first: a wrong path fails before the policy is loaded
             from agentprm.scorers import load_scorer
 
-            self.prm = load_scorer(prm)
+            scorer = load_scorer(prm)
+        super().__init__(**kwargs)
+        self.prm_path, self.best_of_n, self.candidates = prm, best_of_n, candidates
+        self.prm = scorer
 
     def chooser(
         self, batch_index: int, sampler: HFSampler | None = None, episodes: Sequence[str] | None = None

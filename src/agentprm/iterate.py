@@ -35,6 +35,7 @@ from typing import Literal
 
 import yaml
 
+from agentprm.errors import StageFailed, check_writable
 from agentprm.records import atomic_write_json, atomic_write_text
 
 __all__ = ["IterateConfig", "Stage", "iterate", "main"]
@@ -161,9 +162,13 @@ class StageRunner:
         else:
             from agentprm.cli import main as cli_main
 
-            status = cli_main(argv)
+            try:
+                status = cli_main(argv)  # an expected error is printed there and returns 2
+            except Exception:  # a bug: its traceback follows, the hint first
+                self.log(f"[{key}] failed; rerun alone with: {command}")
+                raise
         if status != 0:
-            raise RuntimeError(f"stage {key} failed with exit status {status}; rerun alone with: {command}")
+            raise StageFailed(f"stage {key} failed (exit status {status}); rerun alone with: {command}")
         seconds = time.time() - start
         self.seconds[key] = seconds
         self.ran = True
@@ -225,6 +230,12 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     for name, stage in cfg.stages.items():
         if not Path(stage.config).is_file():
             raise FileNotFoundError(f"stages.{name}.config: {stage.config} does not exist")
+    for fragment in cfg.trainer:
+        if not Path(fragment).is_file():
+            raise FileNotFoundError(f"trainer: {fragment} does not exist")
+    if cfg.policy is not None and not (Path(cfg.policy) / "config.json").is_file():
+        raise FileNotFoundError(f"policy: {cfg.policy} is not a model directory (no config.json there)")
+    check_writable("runs_dir", Path(cfg.runs_dir) / cfg.name)
     run = Path(cfg.runs_dir) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
     _check_run(run, cfg)
@@ -523,11 +534,5 @@ def main(argv: Sequence[str]) -> int:
     cfg = IterateConfig(**{k: v for k, v in vars(init).items() if k in fields})
     cfg.stages = {k: v if isinstance(v, Stage) else Stage(**dict(v)) for k, v in cfg.stages.items()}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from agentprm.provenance import SettingsChanged
-
-    try:
-        iterate(cfg)
-    except SettingsChanged as err:  # an expected refusal: one line, no traceback
-        print(f"agentprm iterate: {err}", file=sys.stderr)
-        return 2
+    iterate(cfg)  # expected errors (SettingsChanged, StageFailed, …): one line, by cli.main
     return 0

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 
 __all__ = ["SFTModule", "save_hf"]
@@ -93,6 +94,9 @@ class SFTModule(LightningModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        check_model_path("model.model", model)
+        if output_dir:
+            check_writable("model.output_dir", output_dir)
         self.save_hyperparameters()
         self.model = load_causal_lm(
             model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing
@@ -130,8 +134,15 @@ class SFTModule(LightningModule):
             self.model.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, self.hparams.min_lr_ratio
         )
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before training, not when saving after it
+            check_writable("model.output_dir", self._output_dir())
+
+    def _output_dir(self) -> str:
+        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy")
+
     def on_fit_end(self) -> None:
-        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy"))
+        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:

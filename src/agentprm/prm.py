@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
@@ -124,6 +125,9 @@ class PRMModule(LightningModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        check_model_path("model.model", model)
+        if output_dir:
+            check_writable("model.output_dir", output_dir)
         if loss not in ("absolute", "relative", "inverse"):
             raise ValueError(f"loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
         if inverse_objective not in ("logistic", "linear"):
@@ -333,8 +337,15 @@ class PRMModule(LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before training, not when saving after it
+            check_writable("model.output_dir", self._output_dir())
+
+    def _output_dir(self) -> str:
+        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "prm")
+
     def on_fit_end(self) -> None:
-        self._save(self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "prm"))
+        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:

@@ -370,6 +370,11 @@ def _atomic_write(path: PathLike, write: Callable[[TextIO], None]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a failed write (e.g. a full disk) names no file of its own
+            raise OSError(err.errno, f"{err.strerror or err} while writing {path}", str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -482,7 +487,7 @@ def _parse_line(raw: bytes, cls: type[R]) -> R:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON ({err.msg} at column {err.colno})") from err
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from err
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object ({cls.__name__}), found {_json_type(data)}")
     if "schema_version" not in data:

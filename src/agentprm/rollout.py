@@ -11,8 +11,10 @@ through the real engine and returns them as trajectories (cached on disk).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import re
@@ -170,7 +172,11 @@ def expert_demonstrations(
     from agentprm.envs.gamesets import load_set
 
     name = data.split(":", 1)[1] if data.startswith("builtin:") else data
-    games = [g for g in load_set(name) if g.split == split and g.expert_actions]
+    every = load_set(name)
+    splits = sorted({g.split for g in every})
+    if split not in splits:
+        raise ValueError(f"split {split!r} is not a split of {data!r}: choose from {', '.join(splits)}")
+    games = [g for g in every if g.split == split and g.expert_actions]
     key = hashlib.sha256("\n".join(f"{g.game_id}|{g.expert_actions}" for g in games).encode()).hexdigest()
     base = cache_root(cache_dir)
     path = base / "demos" / f"{Path(name).name.split('.')[0]}-{split}-{key[:12]}.jsonl"
@@ -329,6 +335,10 @@ class RolloutModule(LightningModule):
             raise ValueError(f"model.branches must be >= 0, found {branches}")
         if branches and greedy:
             raise ValueError("model.branches needs sampled actions: a greedy branch repeats its episode")
+        from agentprm.errors import check_model_path, check_writable
+
+        check_model_path("model.model", model)
+        check_writable("model.output_dir", output_dir)
         self.save_hyperparameters()
         from agentprm.backbone import load_causal_lm, load_tokenizer
 
@@ -533,13 +543,28 @@ class RolloutModule(LightningModule):
         ]
 
     def on_predict_end(self) -> None:
-        from lightning.pytorch.utilities import rank_zero_info
+        from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
         if self._skipped:
             rank_zero_info(f"{self.output_dir}: {self._skipped} finished batch(es) kept from an earlier run")
         self.trainer.strategy.barrier()
         if self.global_rank == 0:
-            write_manifest(self.output_dir, self.hparams, time.time() - self._start, self.trainer.datamodule)
+            manifest = write_manifest(
+                self.output_dir, self.hparams, time.time() - self._start, self.trainer.datamodule
+            )
+            if manifest["failures"]:
+                rank_zero_warn(
+                    f"{self.output_dir}: {manifest['failures']} of {manifest['episodes']} episode(s) failed "
+                    f"in the engine (games {', '.join(manifest['failed_games'][:3])}"
+                    f"{', …' if len(manifest['failed_games']) > 3 else ''}); their reasons are in "
+                    "manifest.json (failure_reasons); retry_failed=true plays those batches again"
+                )
+            if manifest["empty_commands"] or manifest["inadmissible_commands"]:
+                rank_zero_info(
+                    f"{self.output_dir}: {manifest['empty_commands']} response(s) without a command and "
+                    f"{manifest['inadmissible_commands']} inadmissible command(s) of "
+                    f"{manifest['steps']} steps"
+                )
 
 
 def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict[str, int]:
@@ -559,7 +584,13 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
     from agentprm.records import atomic_write_json
 
     everything = read_shards(output_dir)
+    previous = output_dir / "manifest.json"  # a resumed run: the time of the earlier invocations too
+    if previous.is_file():
+        with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+            old = json.loads(previous.read_text())
+            wall_time += float(old["wall_time_s"]) if old.get("episodes") else 0.0
     trajectories = [t for t in everything if t.branch_turn is None]
+    steps = [s for t in everything for s in t.steps]
     branches = [t for t in everything if t.branch_turn is not None]
     per_type = Counter(t.task_type for t in trajectories)
     won_type = Counter(t.task_type for t in trajectories if t.won)
@@ -584,6 +615,10 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
         "branch_success_rate": sum(t.won for t in branches) / len(branches) if branches else None,
         "failures": sum(t.failure is not None for t in everything),
         "failure_reasons": failure_reasons(everything),
+        "failed_games": sorted({t.game_id for t in everything if t.failure is not None}),
+        "steps": len(steps),
+        "empty_commands": sum(not s.command for s in steps),
+        "inadmissible_commands": sum(s.command not in s.admissible_commands for s in steps if s.command),
         "shards": sorted(p.name for p in output_dir.glob("batch-*.jsonl")),
         "wall_time_s": round(wall_time, 2),
     }

@@ -93,7 +93,10 @@ class AlfWorldEnv:
             (the real data under ``$ALFWORLD_DATA``) or a path to a folder holding ``json_2.1.1/``.
         max_steps: Step budget per episode (30 for the paper protocol, 50 for ReAct's).
         text_cache: Memoise TextWorld's text-generation parser (same output, 3-4x faster steps).
-        cache_games: How many loaded games to keep for repeated resets (loading parses the problem).
+        cache_games: How many loaded games to keep for repeated resets (loading parses the problem);
+            None: 256 game graphs (a small game's graph holds about 2 MiB after a few episodes, and
+            rollouts that cycle through every training game must find each one still loaded), 64
+            plain engines.
         engine: ``graph`` (each game loaded once and every transition computed once,
             :class:`~agentprm.envs.engine.GameGraph`; episodes can be snapshotted and restored) or
             ``plain`` (TextWorld's ``PddlEnv`` stepped as it is: the reference the graph is tested
@@ -105,7 +108,7 @@ class AlfWorldEnv:
         data: str = "builtin:small",
         max_steps: int = 30,
         text_cache: bool = True,
-        cache_games: int = 64,
+        cache_games: int | None = None,
         engine: Literal["graph", "plain"] = "graph",
     ) -> None:
         if max_steps < 1:
@@ -116,7 +119,7 @@ class AlfWorldEnv:
         self.max_steps = max_steps
         self.engine = engine
         self.root = resolve_data_root(data)
-        self._cache_games = cache_games
+        self._cache_games = cache_games if cache_games is not None else (256 if engine == "graph" else 64)
         self._loaded: OrderedDict[str, object] = OrderedDict()
         self._slots: list = []
         self._last: list[EnvStep] = []
@@ -136,12 +139,21 @@ class AlfWorldEnv:
         base = self._split_dir(split)
         if not base.is_dir():
             raise DataError(f"no ALFWorld split folder {base} (data={self.data!r}). {_HOW_TO_GET_DATA}")
-        ids = []
-        for game_file in sorted(base.glob("*/*/game.tw-pddl")):
-            folder = game_file.parent
+        ids, missing = [], []
+        for folder in sorted(p for p in base.glob("*/*") if p.is_dir()):
             if "movable" in folder.parent.name or "Sliced" in folder.parent.name:
                 continue  # task types the text engine does not support, skipped as alfworld does
-            ids.append(f"{split}/{folder.parent.name}/{folder.name}")
+            if (folder / "game.tw-pddl").is_file():
+                ids.append(f"{split}/{folder.parent.name}/{folder.name}")
+            else:
+                missing.append(folder)
+        if missing and ids:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"{base}: {len(missing)} game folder(s) without a game.tw-pddl are skipped "
+                f"(first: {missing[0].relative_to(base)})"
+            )
         if not ids:
             raise DataError(f"{base} holds no game.tw-pddl files (data={self.data!r}). {_HOW_TO_GET_DATA}")
         return ids
@@ -152,9 +164,16 @@ class AlfWorldEnv:
 
         path = self.root / "json_2.1.1" / game_id / "game.tw-pddl"
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            text = path.read_text()
+        except OSError as err:
             raise DataError(f"{path}: cannot read the game file ({err}). {_HOW_TO_GET_DATA}") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}: the game file is corrupt (invalid JSON: {err.msg} at line {err.lineno}, "
+                f"column {err.colno}); regenerate or re-copy that game"
+            ) from err
         if not data.get("solvable", False):
             raise DataError(f"{path}: game is not marked solvable (key 'solvable' must be true)")
         return data
