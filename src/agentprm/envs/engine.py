@@ -81,6 +81,9 @@ class GameGraph:
         self.nodes: list[Node] = []
         self._index: dict[tuple, int] = {}
         self._at = 0  # the node the engine is in now
+        # (template, variable mapping) → derived command template: an action's command text
+        # depends on its template and the entities it names, not on the rest of the state
+        self._templates: dict[tuple, str] = {}
         self.hits = self.misses = 0
         self.intro = self._derive("#intro#", {}, {})
         self._node(())
@@ -137,9 +140,14 @@ class GameGraph:
             return self._index[key]
         env, commands = self._env, []
         actions = self._state.all_applicable_actions()
-        for action in actions:  # as PddlEnv._gather_infos derives them
-            variables = {ph.name: env._entity_infos[var.name] for ph, var in action.mapping.items()}
-            action.command_template = self._derive(action.command_template, variables, action.mapping)
+        for action in actions:  # as PddlEnv._gather_infos derives them, each distinct one once
+            key = (action.command_template, tuple((ph.name, var.name) for ph, var in action.mapping.items()))
+            template = self._templates.get(key)
+            if template is None:
+                variables = {ph.name: env._entity_infos[var.name] for ph, var in action.mapping.items()}
+                template = self._derive(action.command_template, variables, action.mapping)
+                self._templates[key] = template
+            action.command_template = template
             commands.append(action.format_command(self._names))
         won = bool(self._state.check_goal())
         node = Node(len(self.nodes), tuple(sorted(set(commands))), won, commands, actions, path)
