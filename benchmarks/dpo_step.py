@@ -106,7 +106,7 @@ def _pairs(model_dir: Path, n_pairs: int, n_turns: int, seed: int = 0):
         state = states[i % len(states)]
         commands = rng.sample(list(state.admissible_commands), 2)
         samples = tuple(Sample(renderer.response("", c), c, "", (), 0.0) for c in commands)
-        scored.append(ScoredState(state, samples, (1.0, 0.0), 0, 1))
+        scored.append(ScoredState(state, samples, (1.0, 0.0), 0, 1, ((0, 1),)))
         prompt = chat_ids(tokenizer, renderer, state)
         responses = [response_ids(tokenizer, renderer, state, prompt, s.text) for s in samples]
         tokens.append((prompt, *responses))
