@@ -64,11 +64,25 @@ def test_readme_own_callback_example_runs(tmp_path, monkeypatch, scripted_rollou
     assert written["steps"] == 2 and 0.0 <= written["mean_pair_fraction"] <= 1.0
 
 
+def _quiet_trainer(root, callback, **limits):
+    """A CPU Trainer with only ``callback``: no logger, checkpoints, progress bar or validation."""
+    from lightning.pytorch import Trainer
+
+    return Trainer(
+        accelerator="cpu",
+        callbacks=[callback],
+        default_root_dir=root,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        logger=False,
+        **limits,
+    )
+
+
 def test_env_eval_keeps_the_best_weights_of_an_sft_fit(tmp_path):
     """EnvEvalCallback(keep_best) on SFT (a module without a sampler of its own): every
     evaluation is logged, and the weights of the best one are back in the model at the end."""
-    from lightning.pytorch import Trainer
-
     from agentprm.callbacks import EnvEvalCallback
     from agentprm.data import SFTDataModule
     from agentprm.policy import SFTModule
@@ -78,17 +92,7 @@ def test_env_eval_keeps_the_best_weights_of_an_sft_fit(tmp_path):
     )
     module = SFTModule("tiny", lr=0.01, output_dir=str(tmp_path / "policy"))
     data = SFTDataModule(demonstrations="builtin:small", max_games=6, history_window=1, batch_size=4)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=4,
-        callbacks=[callback],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        logger=False,
-    )
-    trainer.fit(module, data)
+    _quiet_trainer(tmp_path, callback, max_steps=4).fit(module, data)
     assert [row["step"] for row in callback.history] == [0, 2, 4]
     top = max(row["eval/success_rate"] for row in callback.history)
     best = [row for row in callback.history if row["eval/success_rate"] == top][-1]  # the last of equals
@@ -98,16 +102,5 @@ def test_env_eval_keeps_the_best_weights_of_an_sft_fit(tmp_path):
             torch.testing.assert_close(value, callback._best_weights[name], rtol=0, atol=0)
     # By epochs: once at the start and at the end of each of the 2 epochs (3 batches each).
     by_epoch = EnvEvalCallback(split="valid_seen", max_games=2, max_steps=3, every_n_epochs=1)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=3,
-        callbacks=[by_epoch],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        logger=False,
-    )
-    trainer.fit(SFTModule("tiny"), data)
+    _quiet_trainer(tmp_path, by_epoch, max_epochs=2, limit_train_batches=3).fit(SFTModule("tiny"), data)
     assert [row["step"] for row in by_epoch.history] == [0, 3, 6]
