@@ -17,7 +17,6 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import check_model_path, check_writable
+from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Trajectory
@@ -86,7 +85,7 @@ class ScoredState:
         }
 
 
-class OnlineDPOModule(LightningModule):
+class OnlineDPOModule(SavesOnFitEnd, LightningModule):
     """Online DPO of a policy against a frozen PRM.
 
     Args:
@@ -359,16 +358,6 @@ class OnlineDPOModule(LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         trainable = [p for p in self.parameters() if p.requires_grad]
         return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before training, not when saving after it
-            check_writable("model.output_dir", self._output_dir())
-
-    def _output_dir(self) -> str:
-        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy")
-
-    def on_fit_end(self) -> None:
-        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:

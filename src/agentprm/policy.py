@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import check_model_path, check_writable
+from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 
 __all__ = ["SFTModule", "save_hf"]
@@ -65,7 +65,7 @@ def save_hf(
     return out
 
 
-class SFTModule(LightningModule):
+class SFTModule(SavesOnFitEnd, LightningModule):
     """Supervised fine-tuning of the policy on demonstrations (loss on response tokens only).
 
     Args:
@@ -133,16 +133,6 @@ class SFTModule(LightningModule):
         return adamw_warmup_cosine(
             self.model.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, self.hparams.min_lr_ratio
         )
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before training, not when saving after it
-            check_writable("model.output_dir", self._output_dir())
-
-    def _output_dir(self) -> str:
-        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "policy")
-
-    def on_fit_end(self) -> None:
-        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:

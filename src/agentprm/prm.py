@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import check_model_path, check_writable
+from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
@@ -80,7 +80,7 @@ def pair_accuracy(scores: torch.Tensor, targets: torch.Tensor, keys: Sequence[st
     return right / total if total else None
 
 
-class PRMModule(LightningModule):
+class PRMModule(SavesOnFitEnd, LightningModule):
     """Process reward model: LM trunk + scalar head (small init), LoRA or full fine-tuning.
 
     Args:
@@ -105,6 +105,8 @@ class PRMModule(LightningModule):
         output_dir: Where the trained PRM (trunk as a Hugging Face directory + ``head.pt``) is written
             at the end of fitting (None: ``<trainer.default_root_dir>/prm``).
     """
+
+    default_output = "prm"  # under trainer.default_root_dir when output_dir is None
 
     def __init__(
         self,
@@ -336,16 +338,6 @@ class PRMModule(LightningModule):
         h = self.hparams
         total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before training, not when saving after it
-            check_writable("model.output_dir", self._output_dir())
-
-    def _output_dir(self) -> str:
-        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / "prm")
-
-    def on_fit_end(self) -> None:
-        self._save(self._output_dir())
 
     @rank_zero_only
     def _save(self, out: str) -> None:
