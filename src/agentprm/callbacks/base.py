@@ -60,8 +60,18 @@ def log_metrics(trainer: Trainer, metrics: dict[str, float]) -> None:
 
 
 def run_dir(trainer: Trainer) -> Path:
-    """The directory a callback writes its files to: the logger's version directory, else the root."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The directory a callback writes its files to: the logger's version directory, else the root.
+
+    The same folder as ``trainer.log_dir`` without its broadcast: ``trainer.log_dir`` is a
+    collective under DDP, so reading it on rank 0 alone (where callbacks write) deadlocks."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    else:
+        folder = None
+    return Path(folder or trainer.default_root_dir)
 
 
 def require(pl_module, *names: str, who: str) -> None:
