@@ -6,7 +6,7 @@
 #        '--model.init_args.prm=oracle?noise=0.2' --model.init_args.candidates=distinct
 source "$(dirname "$0")/common.sh"
 NAME=$1; R=${2:-$EXP/roll-s0}; P=${3:-$EXP/sft-s0/model}; shift $(( $# < 3 ? $# : 3 ))
-OUT=$EXP/dpo/$NAME; BASE=$EXP/crn; mkdir -p "$OUT" "$BASE"
+OUT=$EXP/dpo/$NAME; BASE=${BASE:-$EXP/crn}; mkdir -p "$OUT" "$BASE"
 [ -f "$BASE/pi0-train4/summary.json" ] || train_games "$P" "$BASE/pi0-train4" 4 32
 [ -f "$BASE/pi0-eval4/summary.json" ] || heldout "$P" "$BASE/pi0-eval4" 4
 s=$(date +%s)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from agentprm.cli import main
+from agentprm.report import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = "--trainer.enable_progress_bar=false"
@@ -32,7 +33,9 @@ def tiny_config(tmp_path: Path, name: str = "tiny", **changes) -> Path:
         "eval": ["--data.init_args.max_games=3"],
     }
     for stage, extra in args.items():
-        cfg["stages"][stage]["config"] = str(ROOT / cfg["stages"][stage]["config"])
+        config = cfg["stages"][stage]["config"]
+        configs = [config] if isinstance(config, str) else config
+        cfg["stages"][stage]["config"] = [str(ROOT / c) for c in configs]
         steps = ["--data.init_args.max_steps=5"] if stage in ("rollout", "eval") else []
         cfg["stages"][stage]["args"] = [*extra, *steps, QUIET]
     path = tmp_path / f"{name}.yaml"
@@ -84,6 +87,10 @@ def test_iterate_runs_the_loop_and_a_rerun_skips_every_stage(tmp_path, capsys):
 
     assert main(["report", str(run)]) == 0
     assert list((run / "report").glob("*.png")) and (run / "report" / "report.md").is_file()
+    # The quickstart's DPO stage brings the reward-hacking bundle: both panels of paper Fig. 3.
+    curves = load_run(run).curves[1]
+    assert curves["eval/success_rate"] and curves["monitor/prm_score"]
+    assert "not logged" not in (run / "report" / "report.md").read_text()
 
     # Another seed under the same name: refused before any work, naming the difference.
     capsys.readouterr()

@@ -45,10 +45,15 @@ Method = Literal["agentprm", "inverseprm"]
 
 @dataclasses.dataclass
 class Stage:
-    """One stage: a per-stage config and extra command-line overrides (``--key=value``)."""
+    """One stage: a per-stage config (or several, each passed with ``-c`` in order, e.g. the
+    stage's config then a callback bundle) and extra command-line overrides (``--key=value``)."""
 
-    config: str
+    config: str | list[str]
     args: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def configs(self) -> list[str]:
+        return [self.config] if isinstance(self.config, str) else list(self.config)
 
 
 def _default_stages() -> dict[str, Stage]:
@@ -228,8 +233,11 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     if cfg.iterations < 0:
         raise ValueError(f"iterations must be >= 0, found {cfg.iterations}")
     for name, stage in cfg.stages.items():
-        if not Path(stage.config).is_file():
-            raise FileNotFoundError(f"stages.{name}.config: {stage.config} does not exist")
+        if not stage.configs:
+            raise ValueError(f"stages.{name}.config: no config file given")
+        for config in stage.configs:
+            if not Path(config).is_file():
+                raise FileNotFoundError(f"stages.{name}.config: {config} does not exist")
     for fragment in cfg.trainer:
         if not Path(fragment).is_file():
             raise FileNotFoundError(f"trainer: {fragment} does not exist")
@@ -243,18 +251,20 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     isolate = cfg.isolate_stages == "yes" or (cfg.isolate_stages == "auto" and _needs_isolation(cfg.trainer))
     runner = StageRunner(isolate, log, cfg.overwrite)
 
-    def argv(verb: str, stage: str, root: Path, i: int, *extra: str) -> list[str]:
+    def argv(verb: str, stage: str, root: Path, i: int, *extra: str, last: Sequence[str] = ()) -> list[str]:
+        """The stage's command: its configs, the hardware fragments, the loop's settings (``extra``),
+        the stage's own ``args``, then ``last`` (loop settings that a stage's args must not undo)."""
         spec = cfg.stages[stage]
         fragments = [a for f in cfg.trainer for a in ("-c", f)]
         return [
             verb,
-            "-c",
-            spec.config,
+            *[a for c in spec.configs for a in ("-c", c)],
             *fragments,
             f"--seed_everything={cfg.seed * 1000 + i}",
             f"--trainer.default_root_dir={root}",
             *extra,
             *spec.args,
+            *last,
         ]
 
     # π0
@@ -388,8 +398,8 @@ def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, c
                 *common,
                 "--model.init_args.prm=null",
                 f"--model.init_args.output_dir={train}",
-                "--data.init_args.split=train",
-                f"--data.init_args.max_games={cfg.eval_train_games}",
+                # the training games the loop names, whatever max_games the held-out stage sets
+                last=("--data.init_args.split=train", f"--data.init_args.max_games={cfg.eval_train_games}"),
             ),
         )
         row["train_success_rate"] = json.loads((train / "summary.json").read_text())["success_rate"]
