@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# Imported before any test: Lightning's log handler then writes to the session's stderr, not to the
+# captured stream of whichever test first imports it (closed when that test ends).
+import lightning.pytorch  # noqa: F401
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
