@@ -7,7 +7,7 @@
 #   experiments/longer_sft.sh [EPOCHS] [SEED]     (defaults 12 0)
 source "$(dirname "$0")/common.sh"
 E=${1:-12}; SEED=${2:-0}; D=$EXP/sft$E-s$SEED; P=$D/policy; R=$D/rollouts
-mkdir -p "$D"; s=$(date +%s)
+mkdir -p "$D/crn"; s=$(date +%s)
 [ -f "$P/config.json" ] || $AGENTPRM fit -c configs/sft/quickstart.yaml --seed_everything="$SEED" \
   --trainer.max_epochs="$E" --trainer.max_time=00:00:30:00 --trainer.default_root_dir="$D" > "$D/sft.log" 2>&1
 echo "SFT $(( $(date +%s) - s )) s: $(grep -o "kept the weights of step [0-9]* (success [0-9.]*)" "$D/sft.log" | tail -1)"

@@ -32,7 +32,7 @@ def test_config_header_command_parses(path, monkeypatch, capsys):
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
     if argv[1] == "iterate":  # the loop's config names stage configs, which must exist
-        stages = re.findall(r"config: (\S+\.yaml)", printed)
+        stages = re.findall(r"(?:config: |- )(\S+\.yaml)", printed)  # one file, or a list
         assert stages and all((ROOT / s).is_file() for s in stages), printed[:500]
     else:
         assert re.search(r"class_path: agentprm\.", printed), printed[:500]

@@ -13,7 +13,8 @@ and freed after), then the root takes what is left (embeddings, final norm, LM h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -21,7 +22,14 @@ from torch import nn
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
-__all__ = ["decoder_layers", "fully_shard_decoder"]
+__all__ = [
+    "decoder_layers",
+    "fsdp_modules",
+    "full_state_dict",
+    "fully_shard_decoder",
+    "gathered",
+    "shard_for_strategy",
+]
 
 # Attribute paths of the decoder layer list, from the unwrapped causal LM: Llama, Mistral, Qwen, Gemma,
 # SmolLM, Phi-3 (model.layers); GPT-2, Falcon (transformer.h); Pythia (gpt_neox.layers);
@@ -100,3 +108,82 @@ def _attribute(obj: Any, path: str) -> Any:
         if obj is None:
             return None
     return obj
+
+
+def fsdp_modules(module: nn.Module) -> list[nn.Module]:
+    """The FSDP2 units in ``module`` (itself included), in ``modules()`` order (the same on every rank)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+def shard_for_strategy(
+    owner,
+    *,
+    model: nn.Module,
+    extra: Sequence[nn.Module] = (),
+    lora: bool = False,
+) -> bool:
+    """What a stage module's ``configure_model`` does: under ``ModelParallelStrategy`` (the
+    LightningModule ``owner`` has a ``device_mesh``) shard ``model`` with
+    :func:`fully_shard_decoder` (its decoder layers, then the model itself) and each module of
+    ``extra`` (heads outside the model) as its own unit; under every other strategy nothing.
+    Returns whether it sharded.
+
+    Raises:
+        ValueError: ``lora`` (LoRA adapters are not sharded here: LoRA is the small-memory path;
+            train it with DDP) or a tensor-parallel mesh (only data parallelism is implemented).
+    """
+    mesh = getattr(owner, "device_mesh", None)
+    if mesh is None or fsdp_modules(model):  # not FSDP, or configure_model already ran
+        return False
+    if lora:
+        raise ValueError(
+            "model.lora with ModelParallelStrategy (FSDP2) is not supported: train LoRA with DDP "
+            "(configs/trainer/ddp.yaml), or drop lora to shard the full model"
+        )
+    names = getattr(mesh, "mesh_dim_names", None) or ()
+    if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
+        raise ValueError("tensor_parallel_size > 1 is not implemented; set it to 1 (FSDP2 data parallelism)")
+    fully_shard_decoder(model, mesh)
+    if extra:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        dp = mesh["data_parallel"] if mesh.ndim > 1 and "data_parallel" in names else mesh
+        for part in extra:
+            fully_shard(part, mesh=dp, mp_policy=MixedPrecisionPolicy())
+    return True
+
+
+@contextmanager
+def gathered(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` with every FSDP2 unit's parameters gathered and kept for the block.
+
+    Inside, forwards issue no collectives, so each rank may run as many of them as its own work
+    needs (sampling, environment episodes of different lengths). Entering and leaving are
+    collectives: every rank must enter the block together. A module without FSDP2 units passes
+    through unchanged (single process, DDP).
+    """
+    units = fsdp_modules(module)
+    if not units:
+        yield module
+        return
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield module
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
+
+
+def full_state_dict(module: nn.Module) -> dict | None:
+    """The full (unsharded) state dict of an FSDP2 ``module`` on CPU, gathered on every rank; a
+    collective. None when ``module`` is not sharded (save it as it is)."""
+    if not fsdp_modules(module):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

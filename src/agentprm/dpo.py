@@ -21,11 +21,11 @@ from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
+from agentprm.distributed import gathered
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Trajectory
@@ -37,6 +37,7 @@ from agentprm.sampling import (
     response_ids,
     score_continuations_batch,
 )
+from agentprm.stage import TrainableStage
 
 __all__ = [
     "OnlineDPOModule",
@@ -85,7 +86,7 @@ class ScoredState:
         }
 
 
-class OnlineDPOModule(SavesOnFitEnd, LightningModule):
+class OnlineDPOModule(TrainableStage, LightningModule):
     """Online DPO of a policy against a frozen PRM.
 
     Args:
@@ -292,7 +293,8 @@ class OnlineDPOModule(SavesOnFitEnd, LightningModule):
         return score_continuations_batch(model, prompts, suffixes, self.tokenizer.pad_token_id)
 
     def training_step(self, batch: list[State], batch_idx: int):
-        scored = self.score_states(batch, self._step_seed())
+        with gathered(self.model):  # each rank samples as much as its states need (FSDP2)
+            scored = self.score_states(batch, self._step_seed())
         paired = [s for s in scored if s.pairs]
         size = len(batch)
         all_scores = torch.tensor([v for s in scored for v in s.scores])
@@ -300,9 +302,10 @@ class OnlineDPOModule(SavesOnFitEnd, LightningModule):
         self.log("dpo/pair_fraction", len(paired) / max(1, size), batch_size=size)
         self.log("dpo/distinct_samples", _distinct_per_state(scored), batch_size=size)
         if not paired:
-            # Every state tied: a zero loss that still touches every trainable weight, so that
-            # all ranks take part in the gradient all-reduce.
-            return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+            # Every state tied: a zero loss through the same forward and backward as a step with
+            # pairs, so every rank takes part in the same collectives (DDP's gradient all-reduce,
+            # FSDP2's gathers and reduce-scatters).
+            return self._logps(self.model, scored[:1], [[0]])[0].sum() * 0.0
         # Policy and reference score every sample of a paired state once (one pass each): the
         # pairs index into them, and the reference's scores of all k give the KL estimate on
         # what the policy actually sampled.
@@ -343,7 +346,8 @@ class OnlineDPOModule(SavesOnFitEnd, LightningModule):
 
     def validation_step(self, batch: list[State], batch_idx: int):
         """Mean PRM score of the policy's samples on held-out states (the reward-hacking signal)."""
-        scored = self.score_states(batch, seed=self.hparams.seed * 7919 + batch_idx)
+        with gathered(self.model):
+            scored = self.score_states(batch, seed=self.hparams.seed * 7919 + batch_idx)
         scores = torch.tensor([v for s in scored for v in s.scores])
         self.log("val/prm_score", scores.mean(), batch_size=len(batch), sync_dist=True)
         self.log(
@@ -359,11 +363,10 @@ class OnlineDPOModule(SavesOnFitEnd, LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
-    @rank_zero_only
-    def _save(self, out: str) -> None:
+    def _save(self, out: str, states: dict) -> None:
         from agentprm.policy import save_hf
 
-        save_hf(self.model, self.tokenizer, out, merge_lora=True)
+        save_hf(self.model, self.tokenizer, out, merge_lora=True, state_dict=states["model"])
 
 
 def _distinct_per_state(scored: Sequence[ScoredState]) -> float:

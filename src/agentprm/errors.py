@@ -22,7 +22,6 @@ from pathlib import Path
 
 __all__ = [
     "DEBUG_ENV",
-    "SavesOnFitEnd",
     "StageFailed",
     "check_model_path",
     "check_range",
@@ -173,21 +172,3 @@ def check_sources(key: str, sources) -> None:
     for source in sources or ():
         if not str(source).startswith("builtin:") and not Path(source).exists():
             raise FileNotFoundError(errno.ENOENT, f"{key}: {source} does not exist", str(source))
-
-
-class SavesOnFitEnd:
-    """Mixin of the trainable stages (SFT, PRM, online DPO): the output folder is checked when
-    fitting starts and the module's ``_save(folder)`` runs when it ends. The folder is
-    ``hparams.output_dir``, else ``<trainer.default_root_dir>/<default_output>``."""
-
-    default_output = "policy"
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before training, not when saving after it
-            check_writable("model.output_dir", self._output_dir())
-
-    def _output_dir(self) -> str:
-        return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / self.default_output)
-
-    def on_fit_end(self) -> None:
-        self._save(self._output_dir())

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
+from agentprm.stage import TrainableStage
 
 __all__ = ["SFTModule", "save_hf"]
 
@@ -27,11 +27,13 @@ def save_hf(
     out_dir: str | Path,
     merge_lora: bool = True,
     extra: Callable[[Path], None] | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
     """Write a (possibly LoRA-wrapped) causal LM and its tokenizer with ``save_pretrained``.
 
     With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
-    adapter alone is written. ``extra(folder)`` may add files of its own. The model is written into
+    adapter alone is written. ``extra(folder)`` may add files of its own. ``state_dict`` replaces
+    the model's own weights (the full weights gathered from an FSDP2-sharded model). The model is written into
     a temporary sibling folder and swapped in by renames (the old model moved aside, the new one
     renamed in, the old one removed), so one complete model is always present; if writing fails,
     the temporary folder is removed and the old model is left as it was.
@@ -48,7 +50,7 @@ def save_hf(
             import copy
 
             to_save = copy.deepcopy(model).merge_and_unload()
-        to_save.save_pretrained(tmp)
+        to_save.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)
@@ -65,7 +67,7 @@ def save_hf(
     return out
 
 
-class SFTModule(SavesOnFitEnd, LightningModule):
+class SFTModule(TrainableStage, LightningModule):
     """Supervised fine-tuning of the policy on demonstrations (loss on response tokens only).
 
     Args:
@@ -134,6 +136,5 @@ class SFTModule(SavesOnFitEnd, LightningModule):
             self.model.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, self.hparams.min_lr_ratio
         )
 
-    @rank_zero_only
-    def _save(self, out: str) -> None:
-        save_hf(self.model, self.tokenizer, out)
+    def _save(self, out: str, states: dict) -> None:
+        save_hf(self.model, self.tokenizer, out, state_dict=states["model"])

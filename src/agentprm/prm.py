@@ -21,11 +21,10 @@ from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
 
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
-from agentprm.errors import SavesOnFitEnd, check_model_path, check_writable
+from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
@@ -36,6 +35,7 @@ from agentprm.sampling import (
     response_ids,
     row_groups,
 )
+from agentprm.stage import TrainableStage
 
 __all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
 
@@ -80,7 +80,7 @@ def pair_accuracy(scores: torch.Tensor, targets: torch.Tensor, keys: Sequence[st
     return right / total if total else None
 
 
-class PRMModule(SavesOnFitEnd, LightningModule):
+class PRMModule(TrainableStage, LightningModule):
     """Process reward model: LM trunk + scalar head (small init), LoRA or full fine-tuning.
 
     Args:
@@ -201,10 +201,12 @@ class PRMModule(SavesOnFitEnd, LightningModule):
         """Scores ``[N]`` of a :func:`~agentprm.data.collate_prm` batch, in the order of its sequences.
 
         Shared prefixes (when the batch lays them out) run once through :meth:`forward_shared`,
-        except under gradient checkpointing, which drops the KV cache in training; otherwise the
-        whole sequences run through :meth:`forward`.
+        except under gradient checkpointing, which drops the KV cache in training, and under FSDP2,
+        where every rank must run the same forwards whatever its batch shares; otherwise the whole
+        sequences run through :meth:`forward`.
         """
-        if "prefix_ids" in batch and not (self.training and self.hparams.gradient_checkpointing):
+        checkpointing = self.training and self.hparams.gradient_checkpointing
+        if "prefix_ids" in batch and not checkpointing and not self.sharded:
             return self.forward_shared(
                 batch["prefix_ids"],
                 batch["prefix_mask"],
@@ -339,12 +341,24 @@ class PRMModule(SavesOnFitEnd, LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
-    @rank_zero_only
-    def _save(self, out: str) -> None:
+    saved_modules = ("lm", "head")
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.sharded:  # the LM head (unused here) shares the embedding, now a sharded parameter
+            self.lm.tie_weights()
+
+    def _sharded_parts(self) -> tuple:
+        # The PRM calls the trunk (not the LM's forward, whose LM head it never uses): the trunk is
+        # the root unit, the head one of its own.
+        return self.trunk, [self.head]
+
+    def _save(self, out: str, states: dict) -> None:
         from agentprm.policy import save_hf
         from agentprm.records import atomic_write_json
 
-        head = {"weight": self.head.weight.detach().cpu(), "bias": self.head.bias.detach().cpu()}
+        source = states["head"] or {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
+        head = {"weight": source["weight"], "bias": source["bias"]}
         keys = ("template", "history_window", "response_format", "loss", "gamma", "inverse_objective")
         settings = {k: self.hparams[k] for k in keys}
         table = self.calibration_table
@@ -355,4 +369,4 @@ class PRMModule(SavesOnFitEnd, LightningModule):
             if table is not None:  # the last validation's reliability bins (agentprm report plots them)
                 atomic_write_json(folder / "calibration.json", table)
 
-        save_hf(self.lm, self.tokenizer, out, extra=head_and_settings)
+        save_hf(self.lm, self.tokenizer, out, extra=head_and_settings, state_dict=states["lm"])

@@ -29,8 +29,11 @@ class Periodic:
         if step == self._last_step or trainer.sanity_checking:
             return
         if force or (self.every_n_epochs is None and step % self.every_n_steps == 0):
+            from agentprm.distributed import gathered
+
             self._last_step = step
-            self.measure(trainer, pl_module)
+            with gathered(pl_module):  # FSDP2: ranks play episodes of different lengths
+                self.measure(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
