@@ -363,10 +363,10 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
-    def _save(self, out: str, states: dict) -> None:
+    def _save(self, out: str, states: dict | None = None) -> None:
         from agentprm.policy import save_hf
 
-        save_hf(self.model, self.tokenizer, out, merge_lora=True, state_dict=states["model"])
+        save_hf(self.model, self.tokenizer, out, merge_lora=True, state_dict=(states or {}).get("model"))
 
 
 def _distinct_per_state(scored: Sequence[ScoredState]) -> float:

@@ -136,5 +136,5 @@ class SFTModule(TrainableStage, LightningModule):
             self.model.parameters(), h.lr, h.weight_decay, h.warmup_steps, total, self.hparams.min_lr_ratio
         )
 
-    def _save(self, out: str, states: dict) -> None:
-        save_hf(self.model, self.tokenizer, out, state_dict=states["model"])
+    def _save(self, out: str, states: dict | None = None) -> None:
+        save_hf(self.model, self.tokenizer, out, state_dict=(states or {}).get("model"))

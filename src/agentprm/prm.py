@@ -353,11 +353,12 @@ class PRMModule(TrainableStage, LightningModule):
         # the root unit, the head one of its own.
         return self.trunk, [self.head]
 
-    def _save(self, out: str, states: dict) -> None:
+    def _save(self, out: str, states: dict | None = None) -> None:
         from agentprm.policy import save_hf
         from agentprm.records import atomic_write_json
 
-        source = states["head"] or {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
+        states = states or {}
+        source = states.get("head") or {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
         head = {"weight": source["weight"], "bias": source["bias"]}
         keys = ("template", "history_window", "response_format", "loss", "gamma", "inverse_objective")
         settings = {k: self.hparams[k] for k in keys}
@@ -369,4 +370,4 @@ class PRMModule(TrainableStage, LightningModule):
             if table is not None:  # the last validation's reliability bins (agentprm report plots them)
                 atomic_write_json(folder / "calibration.json", table)
 
-        save_hf(self.lm, self.tokenizer, out, extra=head_and_settings, state_dict=states["lm"])
+        save_hf(self.lm, self.tokenizer, out, extra=head_and_settings, state_dict=states.get("lm"))

@@ -15,7 +15,8 @@ class TrainableStage:
 
     - The output folder is checked when fitting starts; the module's ``_save(folder, states)``
       runs on rank 0 when it ends (``states``: name → the full state dict of each of
-      ``saved_modules``, gathered from every rank under FSDP2, else None). The folder is
+      ``saved_modules``, gathered from every rank under FSDP2, else None; ``_save(folder)`` alone
+      writes the module's own weights). The folder is
       ``hparams.output_dir``, else ``<trainer.default_root_dir>/<default_output>``.
     - ``configure_model`` shards the trained model under ``ModelParallelStrategy`` (FSDP2, one unit
       per decoder layer; configs/trainer/fsdp.yaml) and does nothing under other strategies.
