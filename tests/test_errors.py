@@ -81,8 +81,7 @@ def test_test_probe_report_compare_and_games_errors_are_one_line(tmp_path, capsy
 
 
 def test_iterate_names_the_failed_stage_and_the_command_that_reruns_it(tmp_path, capsys):
-    from agentprm.backbone import load_causal_lm, load_tokenizer
-    from agentprm.policy import save_hf
+    from agentprm.backbone import load_causal_lm, load_tokenizer, save_hf
 
     policy = tmp_path / "pi0"
     save_hf(load_causal_lm("tiny"), load_tokenizer("tiny"), str(policy))

@@ -209,8 +209,7 @@ def test_best_of_all_commands_with_the_oracle_wins_every_game(tmp_path, small_ro
 def test_paired_evaluations_share_their_random_numbers(tmp_path):
     """Common random numbers: the same policy at two seeds differs, at one seed agrees; a policy
     and a slightly perturbed copy make mostly the same draws, so their episodes pair closely."""
-    from agentprm.backbone import load_causal_lm, load_tokenizer
-    from agentprm.policy import save_hf
+    from agentprm.backbone import load_causal_lm, load_tokenizer, save_hf
 
     torch.manual_seed(0)
     model, tokenizer = load_causal_lm("tiny"), load_tokenizer("tiny")

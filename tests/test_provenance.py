@@ -53,8 +53,7 @@ def test_a_rollout_rerun_with_other_settings_stops_and_names_them(tmp_path, caps
 
 
 def test_an_evaluation_rerun_with_another_model_or_scorer_stops(tmp_path, capsys):
-    from agentprm.backbone import load_causal_lm, load_tokenizer
-    from agentprm.policy import save_hf
+    from agentprm.backbone import load_causal_lm, load_tokenizer, save_hf
 
     out = tmp_path / "eval"
     base = ["test", "-c", str(ROOT / "configs/eval/quickstart.yaml"),
@@ -96,8 +95,7 @@ def test_check_settings_writes_resumes_refuses_and_overwrites(tmp_path):
 
 
 def test_save_hf_keeps_the_old_model_when_a_write_fails(tmp_path):
-    from agentprm.backbone import load_causal_lm, load_tokenizer
-    from agentprm.policy import save_hf
+    from agentprm.backbone import load_causal_lm, load_tokenizer, save_hf
 
     torch.manual_seed(0)
     model, tokenizer = load_causal_lm("tiny"), load_tokenizer("tiny")

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +46,7 @@ __all__ = [
     "default_corpus",
     "load_causal_lm",
     "load_tokenizer",
+    "save_hf",
     "tiny_model_dir",
 ]
 
@@ -541,3 +542,49 @@ def convert_smollm2(out_dir: str | os.PathLike, *, package_dir: str | os.PathLik
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     return _publish(out, _SMOLLM2_MARKER, source, model, tokenizer)
+
+
+def save_hf(
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    merge_lora: bool = True,
+    extra: Callable[[Path], None] | None = None,
+    state_dict: dict | None = None,
+) -> Path:
+    """Write a (possibly LoRA-wrapped) causal LM and its tokenizer with ``save_pretrained``.
+
+    With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
+    adapter alone is written. ``extra(folder)`` may add files of its own. ``state_dict`` replaces
+    the model's own weights (the full weights gathered from an FSDP2-sharded model). The model is written into
+    a temporary sibling folder and swapped in by renames (the old model moved aside, the new one
+    renamed in, the old one removed), so one complete model is always present; if writing fails,
+    the temporary folder is removed and the old model is left as it was.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        to_save = model
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            import copy
+
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-old-"))
+        out.rename(old / out.name)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -88,54 +88,11 @@ def _dispatch(command: str, argv: list[str]) -> int:
 
         return iterate_main(rest)
     if command in _LIGHTNING_VERBS:
-        return _lightning(argv)
+        from agentprm.runner import run_lightning
+
+        return run_lightning(argv)
     print(f"agentprm: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr, end="")
     return 2
-
-
-def _lightning(argv: list[str]) -> int:
-    """Run Lightning's CLI on ``argv`` (the verb first).
-
-    A run that fails leaves no empty ``lightning_logs/version_N`` folder behind (Lightning makes it
-    before the stage's own setup runs).
-    """
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
-    trainers = []
-
-    class CLI(LightningCLI):
-        def instantiate_trainer(self, **kwargs):
-            trainers.append(super().instantiate_trainer(**kwargs))
-            return trainers[-1]
-
-    try:
-        CLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=argv,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
-        )
-    except BaseException:
-        for trainer in trainers:
-            _remove_empty_log_dirs(trainer)
-        raise
-    return 0
-
-
-def _remove_empty_log_dirs(trainer) -> None:
-    """Remove the loggers' version folders (and their parents) that a failed run left empty."""
-    import contextlib
-    from pathlib import Path
-
-    for logger in trainer.loggers:
-        folder = getattr(logger, "log_dir", None)
-        for path in (Path(folder), Path(folder).parent) if folder else ():
-            with contextlib.suppress(OSError):  # not there, or not empty: kept
-                path.rmdir()
 
 
 def _games(argv: list[str]) -> int:

@@ -364,7 +364,7 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         return adamw_warmup_cosine(trainable, h.lr, h.weight_decay, h.warmup_steps, total, 0.1)
 
     def _save(self, out: str, states: dict | None = None) -> None:
-        from agentprm.policy import save_hf
+        from agentprm.backbone import save_hf
 
         save_hf(self.model, self.tokenizer, out, merge_lora=True, state_dict=(states or {}).get("model"))
 

@@ -165,10 +165,10 @@ class StageRunner:
         if self.isolate:
             status = subprocess.call([sys.executable, "-m", "agentprm.cli", *argv])
         else:
-            from agentprm.cli import main as cli_main
+            from agentprm.runner import run_stage
 
             try:
-                status = cli_main(argv)  # an expected error is printed there and returns 2
+                status = run_stage(argv)  # an expected error is printed there and returns 2
             except Exception:  # a bug: its traceback follows, the hint first
                 self.log(f"[{key}] failed; rerun alone with: {command}")
                 raise

@@ -354,7 +354,7 @@ class PRMModule(TrainableStage, LightningModule):
         return self.trunk, [self.head]
 
     def _save(self, out: str, states: dict | None = None) -> None:
-        from agentprm.policy import save_hf
+        from agentprm.backbone import save_hf
         from agentprm.records import atomic_write_json
 
         states = states or {}
