@@ -104,23 +104,26 @@ def test_a_stage_is_skipped_only_for_the_same_command(tmp_path):
     from agentprm.iterate import StageRunner
     from agentprm.provenance import SettingsChanged
 
+    def runner(log, **kwargs):  # any agentprm command, in this process
+        return StageRunner(False, log, run=main, **kwargs)
+
     folder, log = tmp_path / "stage", []
     argv = ["games", "list", "--split", "valid_seen"]
-    assert StageRunner(False, log.append)("s", folder, argv) is True
-    assert StageRunner(False, log.append)("s", folder, argv) is False  # done, same command
+    assert runner(log.append)("s", folder, argv) is True
+    assert runner(log.append)("s", folder, argv) is False  # done, same command
     other = ["games", "list", "--split", "valid_unseen"]
     with pytest.raises(
         SettingsChanged, match=r"stage s: .* was made by another command \(was valid_seen, now valid_unseen\)"
     ):
-        StageRunner(False, log.append)("s", folder, other)
+        runner(log.append)("s", folder, other)
     (folder / "stale.txt").write_text("old output")
-    assert StageRunner(False, log.append, overwrite=True)("s", folder, other) is True
+    assert runner(log.append, overwrite=True)("s", folder, other) is True
     assert not (folder / "stale.txt").exists()
     # Once a stage ran, the later ones run again: their inputs were remade.
-    runner = StageRunner(False, log.append)
+    stages = runner(log.append)
     later = tmp_path / "later"
-    assert runner("t", later, argv) is True
-    assert runner("s", folder, other) is True  # done with this command, but after a stage that ran
+    assert stages("t", later, argv) is True
+    assert stages("s", folder, other) is True  # done with this command, but after a stage that ran
 
 
 def test_iterate_names_missing_stage_configs(tmp_path, capsys):
@@ -131,6 +134,44 @@ def test_iterate_names_missing_stage_configs(tmp_path, capsys):
     assert main(["iterate", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"^agentprm iterate: stages.prm.config: .*nope.yaml does not exist", err, re.M)
+
+
+@pytest.mark.parametrize(
+    ("arg", "said"),
+    [
+        ("--model.init_args.lrr=0.1", "stages.prm: model: Option 'lrr' is not accepted"),
+        ("--trainer.max_epochs=abc", "stages.prm: trainer.max_epochs: expected int or None, given 'abc'"),
+    ],
+)
+def test_iterate_checks_every_stage_command_before_running_any(tmp_path, capsys, arg, said):
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["stages"]["prm"]["args"].append(arg)
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["iterate", "--config", str(config)]) == 2
+    assert f"agentprm iterate: {said}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
+
+
+def test_every_key_iterate_sets_is_a_parameter_of_a_stage_class():
+    """The loop wires stages through --model.init_args.* / --data.init_args.* strings: each must
+    name a parameter of a class the stage configs use, or a rename would fail only mid-loop."""
+    import importlib
+    import inspect
+
+    source = (ROOT / "src/agentprm/iterate.py").read_text()
+    keys = set(re.findall(r"--(model|data)\.init_args\.(\w+)", source))
+    assert len(keys) >= 10
+    accepted: dict[str, set[str]] = {"model": set(), "data": set()}
+    for stage in yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())["stages"].values():
+        configs = [stage["config"]] if isinstance(stage["config"], str) else stage["config"]
+        for part in ("model", "data"):
+            path = yaml.safe_load((ROOT / configs[0]).read_text())[part]["class_path"]
+            module, name = path.rsplit(".", 1)
+            cls = getattr(importlib.import_module(module), name)
+            accepted[part] |= set(inspect.signature(cls).parameters)
+    missing = sorted(f"--{part}.init_args.{key}" for part, key in keys if key not in accepted[part])
+    assert not missing, missing
 
 
 def _agentprm(*args: str) -> list[str]:

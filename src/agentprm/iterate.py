@@ -129,11 +129,18 @@ class StageRunner:
     A stage whose folder holds ``done.json`` is skipped only if that run's command was the same;
     with another command (other settings) it stops with the difference, unless ``overwrite``
     (then the folder is emptied and the stage runs again). Once a stage runs, every later stage
-    runs again too: its inputs changed.
+    runs again too: its inputs changed. In-process, a stage is ``run(argv)`` (default
+    :func:`agentprm.runner.run_stage`: the Lightning verbs), which returns the exit status.
     """
 
-    def __init__(self, isolate: bool, log: Callable[[str], None], overwrite: bool = False) -> None:
-        self.isolate, self.log, self.overwrite = isolate, log, overwrite
+    def __init__(
+        self,
+        isolate: bool,
+        log: Callable[[str], None],
+        overwrite: bool = False,
+        run: Callable[[list[str]], int] | None = None,
+    ) -> None:
+        self.isolate, self.log, self.overwrite, self.run = isolate, log, overwrite, run
         self.seconds: dict[str, float] = {}
         self.ran = False
 
@@ -168,7 +175,7 @@ class StageRunner:
             from agentprm.runner import run_stage
 
             try:
-                status = run_stage(argv)  # an expected error is printed there and returns 2
+                status = (self.run or run_stage)(argv)  # an expected error: printed there, status 2
             except Exception:  # a bug: its traceback follows, the hint first
                 self.log(f"[{key}] failed; rerun alone with: {command}")
                 raise
@@ -209,6 +216,51 @@ def _argv_changes(old: str, new: str) -> str:
     return f"was {' '.join(gone) or '–'}, now {' '.join(added) or '–'}"
 
 
+_VERBS = {"sft": "fit", "rollout": "predict", "prm": "fit", "policy": "fit", "eval": "test"}
+
+
+def _check_stage(name: str, stage: Stage, fragments: Sequence[str]) -> None:
+    """Parse a stage's configs, the hardware fragments and its args as its command will (nothing is
+    built or run), so a mistyped key or a bad value stops the loop before the first stage, not
+    mid-loop. Raises ValueError naming ``stages.<name>`` and what the parser said."""
+    import contextlib
+    import io
+
+    from agentprm.runner import run_lightning
+
+    argv = [_VERBS[name], *[a for c in stage.configs for a in ("-c", c)]]
+    argv += [*[a for f in fragments for a in ("-c", f)], *stage.args, "--print_config"]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            run_lightning(argv)
+    except SystemExit as done:
+        if done.code in (0, None):
+            return
+        raise ValueError(f"stages.{name}: {_parser_error(err.getvalue(), done.code)}") from None
+
+
+def _parser_error(text: str, code) -> str:
+    """The gist of a jsonargparse error report: the key, what it expected and what it was given."""
+    import re
+
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("error: ")), None)
+    if start is None:
+        return lines[-1] if lines else f"exit status {code}"
+    report = [lines[start][len("error: ") :], *lines[start + 1 :]]
+    found = re.search(r'Parser key "([^"]+)"', report[0])
+    key = f"{found.group(1)}: " if found else ""
+    if refused := next((line for line in report if "not accepted" in line), None):
+        return key + refused.lstrip("- ")
+    expected = [t.replace("NoneType", "None") for t in re.findall(r"Expected a <class '([^']+)'>", text)]
+    given = next((line.split(":", 1)[1].strip() for line in report if line.startswith("Given value:")), None)
+    if expected and given is not None:
+        return f"{key}expected {' or '.join(expected)}, given {given!r}"
+    plain = [line for line in report[1:] if not line.startswith(("Subtypes:", "Errors:", "Given"))]
+    return key + (plain[0].lstrip("- ") if plain else report[0])
+
+
 def _needs_isolation(fragments: Sequence[str]) -> bool:
     for path in fragments:
         trainer = (yaml.safe_load(Path(path).read_text()) or {}).get("trainer", {}) or {}
@@ -243,6 +295,9 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
             raise FileNotFoundError(f"trainer: {fragment} does not exist")
     if cfg.policy is not None and not (Path(cfg.policy) / "config.json").is_file():
         raise FileNotFoundError(f"policy: {cfg.policy} is not a model directory (no config.json there)")
+    for name in ("sft", "rollout", "prm", "policy", "eval"):
+        if name in cfg.stages and (name != "sft" or cfg.policy is None):
+            _check_stage(name, cfg.stages[name], cfg.trainer)
     check_writable("runs_dir", Path(cfg.runs_dir) / cfg.name)
     run = Path(cfg.runs_dir) / cfg.name
     run.mkdir(parents=True, exist_ok=True)
