@@ -13,6 +13,7 @@ import yaml
 
 from agentprm.cli import main
 from agentprm.errors import check_range, check_writable, expected_error, one_line
+from agentprm.iterate import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = "--trainer.enable_progress_bar=false"
@@ -88,8 +89,7 @@ def test_iterate_names_the_failed_stage_and_the_command_that_reruns_it(tmp_path,
     cfg = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())
     cfg.update(name="broken", runs_dir=str(tmp_path / "runs"), policy=str(policy))
     for stage in cfg["stages"].values():
-        configs = [stage["config"]] if isinstance(stage["config"], str) else stage["config"]
-        stage["config"] = [str(ROOT / c) for c in configs]
+        stage["config"] = [str(ROOT / c) for c in Stage(stage["config"]).configs]
     cfg["stages"]["eval"]["args"] = ["--data.init_args.max_games=-3"]
     config = tmp_path / "broken.yaml"
     config.write_text(yaml.safe_dump(cfg))

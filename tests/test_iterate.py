@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from agentprm.cli import main
+from agentprm.iterate import Stage
 from agentprm.report import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +34,7 @@ def tiny_config(tmp_path: Path, name: str = "tiny", **changes) -> Path:
         "eval": ["--data.init_args.max_games=3"],
     }
     for stage, extra in args.items():
-        config = cfg["stages"][stage]["config"]
-        configs = [config] if isinstance(config, str) else config
+        configs = Stage(cfg["stages"][stage]["config"]).configs
         cfg["stages"][stage]["config"] = [str(ROOT / c) for c in configs]
         steps = ["--data.init_args.max_steps=5"] if stage in ("rollout", "eval") else []
         cfg["stages"][stage]["args"] = [*extra, *steps, QUIET]
@@ -164,7 +164,7 @@ def test_every_key_iterate_sets_is_a_parameter_of_a_stage_class():
     assert len(keys) >= 10
     accepted: dict[str, set[str]] = {"model": set(), "data": set()}
     for stage in yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())["stages"].values():
-        configs = [stage["config"]] if isinstance(stage["config"], str) else stage["config"]
+        configs = Stage(stage["config"]).configs
         for part in ("model", "data"):
             path = yaml.safe_load((ROOT / configs[0]).read_text())[part]["class_path"]
             module, name = path.rsplit(".", 1)

@@ -556,14 +556,11 @@ def save_hf(
 
     With LoRA, ``merge_lora`` writes the merged full model (loadable without peft); otherwise the
     adapter alone is written. ``extra(folder)`` may add files of its own. ``state_dict`` replaces
-    the model's own weights (the full weights gathered from an FSDP2-sharded model). The model is written into
-    a temporary sibling folder and swapped in by renames (the old model moved aside, the new one
-    renamed in, the old one removed), so one complete model is always present; if writing fails,
-    the temporary folder is removed and the old model is left as it was.
+    the model's own weights (the full weights gathered from an FSDP2-sharded model). The model is
+    written into a temporary sibling folder and swapped in by renames (the old model moved aside,
+    the new one renamed in, the old one removed), so one complete model is always present; if
+    writing fails, the temporary folder is removed and the old model is left as it was.
     """
-    import shutil
-    import tempfile
-
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))

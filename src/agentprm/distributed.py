@@ -123,12 +123,12 @@ def shard_for_strategy(
     model: nn.Module,
     extra: Sequence[nn.Module] = (),
     lora: bool = False,
-) -> bool:
+) -> None:
     """What a stage module's ``configure_model`` does: under ``ModelParallelStrategy`` (the
     LightningModule ``owner`` has a ``device_mesh``) shard ``model`` with
     :func:`fully_shard_decoder` (its decoder layers, then the model itself) and each module of
-    ``extra`` (heads outside the model) as its own unit; under every other strategy nothing.
-    Returns whether it sharded.
+    ``extra`` (heads outside the model) as its own unit; under every other strategy, or when the
+    model is sharded already, nothing.
 
     Raises:
         ValueError: ``lora`` (LoRA adapters are not sharded here: LoRA is the small-memory path;
@@ -136,7 +136,7 @@ def shard_for_strategy(
     """
     mesh = getattr(owner, "device_mesh", None)
     if mesh is None or fsdp_modules(model):  # not FSDP, or configure_model already ran
-        return False
+        return
     if lora:
         raise ValueError(
             "model.lora with ModelParallelStrategy (FSDP2) is not supported: train LoRA with DDP "
@@ -152,7 +152,6 @@ def shard_for_strategy(
         dp = mesh["data_parallel"] if mesh.ndim > 1 and "data_parallel" in names else mesh
         for part in extra:
             fully_shard(part, mesh=dp, mp_policy=MixedPrecisionPolicy())
-    return True
 
 
 @contextmanager

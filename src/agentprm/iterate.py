@@ -217,6 +217,12 @@ def _argv_changes(old: str, new: str) -> str:
 
 
 _VERBS = {"sft": "fit", "rollout": "predict", "prm": "fit", "policy": "fit", "eval": "test"}
+"""The ``agentprm`` verb that runs each stage."""
+
+
+def _config_flags(paths: Sequence[str]) -> list[str]:
+    """``-c PATH`` for each config file, in order (later files override earlier ones)."""
+    return [a for path in paths for a in ("-c", path)]
 
 
 def _check_stage(name: str, stage: Stage, fragments: Sequence[str]) -> None:
@@ -228,8 +234,7 @@ def _check_stage(name: str, stage: Stage, fragments: Sequence[str]) -> None:
 
     from agentprm.runner import run_lightning
 
-    argv = [_VERBS[name], *[a for c in stage.configs for a in ("-c", c)]]
-    argv += [*[a for f in fragments for a in ("-c", f)], *stage.args, "--print_config"]
+    argv = [_VERBS[name], *_config_flags([*stage.configs, *fragments]), *stage.args, "--print_config"]
     err = io.StringIO()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -306,15 +311,14 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     isolate = cfg.isolate_stages == "yes" or (cfg.isolate_stages == "auto" and _needs_isolation(cfg.trainer))
     runner = StageRunner(isolate, log, cfg.overwrite)
 
-    def argv(verb: str, stage: str, root: Path, i: int, *extra: str, last: Sequence[str] = ()) -> list[str]:
-        """The stage's command: its configs, the hardware fragments, the loop's settings (``extra``),
-        the stage's own ``args``, then ``last`` (loop settings that a stage's args must not undo)."""
+    def argv(stage: str, root: Path, i: int, *extra: str, last: Sequence[str] = ()) -> list[str]:
+        """The stage's command: its verb, its configs, the hardware fragments, the loop's settings
+        (``extra``), the stage's own ``args``, then ``last`` (loop settings that a stage's args must
+        not undo)."""
         spec = cfg.stages[stage]
-        fragments = [a for f in cfg.trainer for a in ("-c", f)]
         return [
-            verb,
-            *[a for c in spec.configs for a in ("-c", c)],
-            *fragments,
+            _VERBS[stage],
+            *_config_flags([*spec.configs, *cfg.trainer]),
             f"--seed_everything={cfg.seed * 1000 + i}",
             f"--trainer.default_root_dir={root}",
             *extra,
@@ -326,7 +330,7 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
     policy = run / "iter_0" / "policy" / "model"
     if cfg.policy is None:
         root = run / "iter_0" / "policy"
-        runner("iter_0/sft", root, argv("fit", "sft", root, 0, f"--model.init_args.output_dir={policy}"))
+        runner("iter_0/sft", root, argv("sft", root, 0, f"--model.init_args.output_dir={policy}"))
     else:
         policy = Path(cfg.policy)
     rows = [_evaluate(runner, argv, run, 0, policy, None, cfg)]
@@ -341,7 +345,6 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
             f"iter_{i}/rollout",
             out,
             argv(
-                "predict",
                 "rollout",
                 out,
                 i,
@@ -369,14 +372,13 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
             ]
         else:
             extra.append(f"--data.init_args.rollouts=[{used}]")
-        runner(f"iter_{i}/prm", it / "prm", argv("fit", "prm", it / "prm", i, *extra))
+        runner(f"iter_{i}/prm", it / "prm", argv("prm", it / "prm", i, *extra))
         # π_i by online DPO against Q_i, from and towards π_{i−1}.
         new_policy = it / "policy" / "model"
         runner(
             f"iter_{i}/policy",
             it / "policy",
             argv(
-                "fit",
                 "policy",
                 it / "policy",
                 i,
@@ -411,7 +413,6 @@ def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, c
         f"iter_{i}/eval",
         out,
         argv(
-            "test",
             "eval",
             out,
             i,
@@ -446,7 +447,6 @@ def _evaluate(runner, argv, run: Path, i: int, policy: Path, prm: Path | None, c
             f"iter_{i}/eval-train",
             train,
             argv(
-                "test",
                 "eval",
                 train,
                 i,
@@ -490,7 +490,6 @@ def _bon(runner, argv, out: Path, i: int, common: list[str], prm: Path, n: int) 
         f"iter_{i}/eval-bon{n}",
         out,
         argv(
-            "test",
             "eval",
             out,
             i,

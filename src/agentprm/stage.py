@@ -16,8 +16,8 @@ class TrainableStage:
     - The output folder is checked when fitting starts; the module's ``_save(folder, states)``
       runs on rank 0 when it ends (``states``: name → the full state dict of each of
       ``saved_modules``, gathered from every rank under FSDP2, else None; ``_save(folder)`` alone
-      writes the module's own weights). The folder is
-      ``hparams.output_dir``, else ``<trainer.default_root_dir>/<default_output>``.
+      writes the module's own weights). The folder is ``hparams.output_dir``, else
+      ``<trainer.default_root_dir>/<default_output>``.
     - ``configure_model`` shards the trained model under ``ModelParallelStrategy`` (FSDP2, one unit
       per decoder layer; configs/trainer/fsdp.yaml) and does nothing under other strategies.
     """
@@ -48,12 +48,15 @@ class TrainableStage:
         from agentprm.distributed import shard_for_strategy
 
         model, extra = self._sharded_parts()
-        lora = self.hparams.get("lora") is not None
-        self.sharded = shard_for_strategy(self, model=model, extra=extra, lora=lora) or self.sharded
+        shard_for_strategy(self, model=model, extra=extra, lora=self.hparams.get("lora") is not None)
 
-    sharded = False
-    """Whether ``configure_model`` sharded the model: under FSDP2 every rank must run the same
-    forwards, so data-dependent shortcuts (e.g. a PRM's shared-prefix pass) are off."""
+    @property
+    def sharded(self) -> bool:
+        """Whether the module holds FSDP2 units: then every rank must run the same forwards, so
+        data-dependent shortcuts (e.g. a PRM's shared-prefix pass) are off."""
+        from agentprm.distributed import fsdp_modules
+
+        return bool(fsdp_modules(self))
 
     def _sharded_parts(self) -> tuple:
         """The model to shard (its forward is the one the module calls) and the trained modules
