@@ -389,7 +389,12 @@ def test_branches_from_snapshots_equal_branches_from_a_replayed_prefix(tmp_path)
         ]
         graph, plain = tmp_path / f"graph-{mode}", tmp_path / f"plain-{mode}"
         assert _predict(tmp_path, "tiny", graph, extra) == 0
-        assert _predict(tmp_path, "tiny", plain, [*extra, "--model.init_args.engine=plain"]) == 0
+        env = [
+            "--data.init_args.data=null",
+            "--data.init_args.env.class_path=agentprm.envs.alfworld.AlfWorldEnvFactory",
+            "--data.init_args.env.init_args.engine=plain",
+        ]
+        assert _predict(tmp_path, "tiny", plain, [*extra, *env]) == 0
         shards = sorted(p.name for p in graph.glob("batch-*.jsonl"))
         assert shards and shards == sorted(p.name for p in plain.glob("batch-*.jsonl"))
         for name in shards:

@@ -13,7 +13,6 @@ of the built-in games, each also in lower and capitalised case.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.resources
 import importlib.util
@@ -307,48 +306,24 @@ def _strip_jinja(source: str) -> str:
     return re.sub(r"\{%.*?%\}|\{\{.*?\}\}", literals, source, flags=re.DOTALL)
 
 
-def _grammar_texts() -> list[str]:
-    """Feedback and command templates of the installed alfworld grammar, placeholders removed."""
-    from alfworld.info import ALFRED_TWL2_PATH
-
-    grammar = Path(ALFRED_TWL2_PATH).read_text(encoding="utf-8")
-    texts = re.findall(r'"rhs":\s*"((?:[^"\\]|\\.)*)"', grammar)
-    texts += re.findall(r'template :: "([^"]*)"', grammar)
-    return [re.sub(r"\[?\{[^}]*\}\]?|#[^#\s]*#", " ", t).replace("\\n", "\n") for t in texts]
-
-
-@functools.cache
-def _default_corpus() -> tuple[str, ...]:
-    import alfworld.gen.constants as constants
-    import alfworld.gen.goal_library as goals
-
-    from agentprm.envs.gamesets import BUILTIN_SETS, load_set
-
-    names = {*constants.OBJECTS, *constants.RECEPTACLES, *constants.MOVABLE_RECEPTACLES}
-    texts = [*_grammar_texts(), " ".join(sorted(n.lower() for n in names)), " ".join(map(str, range(100)))]
-    texts += [re.sub(r"\{\w+\}", " ", t) for g in goals.gdict.values() for t in g["templates"]]
+def prompt_corpus() -> list[str]:
+    """The texts every tiny vocabulary holds whatever the environment: the prompt templates, the
+    response markers ``REASON:``/``ACTION:``, the role words and the numbers 0–99."""
     templates = sorted((importlib.resources.files("agentprm") / "templates").iterdir(), key=lambda f: f.name)
+    texts = [" ".join(map(str, range(100)))]
     texts += [_strip_jinja(f.read_text("utf-8")) for f in templates if f.name.endswith(".j2")]
-    texts += ["REASON: ACTION:", "Nothing happens.", "a an the", "system user assistant"]
-    for name in BUILTIN_SETS:
-        try:
-            games = load_set(name)
-        except FileNotFoundError:  # a set not generated yet: the grammar and goal templates cover it
-            continue
-        texts += [t for g in games for t in (g.task_desc, *g.walkthrough, *(g.expert_actions or ()))]
-    return tuple(texts)
+    return [*texts, "REASON: ACTION:", "a an the", "system user assistant"]
 
 
 def default_corpus() -> list[str]:
-    """The texts of the tiny vocabulary, gathered without playing a game.
-
-    The installed alfworld grammar (feedback and command templates), the object and receptacle
-    names of ``alfworld.gen.constants`` (lowercased, as games print them), the goal templates of
-    ``alfworld.gen.goal_library``, the numbers 0–99, the text of the prompt templates, ``REASON:``,
-    ``ACTION:``, the role words, and the task descriptions, walkthroughs and expert actions of the
-    built-in game sets (those generated).
+    """The texts of the default tiny model's vocabulary (``model: tiny``), gathered without playing a
+    game: :func:`prompt_corpus` and ALFWorld's words
+    (:meth:`agentprm.envs.alfworld.AlfWorldEnvFactory.vocabulary`). A tiny model for another
+    environment: ``build_tiny_model(folder, corpus=[*prompt_corpus(), *factory.vocabulary()])``.
     """
-    return list(_default_corpus())
+    from agentprm.envs.alfworld import vocabulary_corpus
+
+    return [*prompt_corpus(), *vocabulary_corpus()]
 
 
 def _pre_tokenizer():

@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from agentprm.envs import check_env, env_factory
+from agentprm.envs.base import EnvFactory
 from agentprm.errors import check_range, check_sources
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import Trajectory, read_jsonl
@@ -254,10 +256,11 @@ class SFTDataModule(LightningDataModule):
 
 @dataclass(frozen=True)
 class EpisodeBatch:
-    """B episodes to play together: (game id, rollout index) pairs, and where the games live."""
+    """B episodes to play together: (game id, rollout index) pairs, and the environment they are
+    played in."""
 
     index: int
-    data: str
+    env: EnvFactory
     max_steps: int
     episodes: tuple[tuple[str, int], ...]
 
@@ -281,8 +284,12 @@ class RolloutDataModule(LightningDataModule):
     share of the batches; no episode is duplicated or missing.
 
     Args:
-        data: ``builtin:small`` / ``builtin:standard`` / ``alfworld`` / a data root.
-        split: ``train``, ``valid_seen`` or ``valid_unseen``.
+        data: ALFWorld games: ``builtin:small`` / ``builtin:standard`` / ``alfworld`` / a data root
+            (the shorthand for ``env: AlfWorldEnvFactory(data)``; default ``builtin:small``).
+        env: The environment, by ``class_path`` (an :class:`~agentprm.envs.base.EnvFactory`);
+            give it or ``data``, not both.
+        split: A split of the environment's games (ALFWorld: ``train``, ``valid_seen``,
+            ``valid_unseen``).
         games: Explicit game ids (overrides ``split`` selection); None: every game of the split.
         max_games: Only N games, evenly spread over the sorted ids (None: all).
         rollouts_per_game: Episodes per game.
@@ -292,35 +299,40 @@ class RolloutDataModule(LightningDataModule):
 
     def __init__(
         self,
-        data: str = "builtin:small",
+        data: str | None = None,
         split: str = "train",
         games: list[str] | None = None,
         max_games: int | None = None,
         rollouts_per_game: int = 4,
         batch_size: int = 16,
         max_steps: int = 20,
+        env: EnvFactory | None = None,
     ) -> None:
         super().__init__()
+        check_env("data.data", data, "data.env", env)
+        self.env = env_factory(env, data)
         check_range("data.max_games", max_games, 1, optional=True)
         check_range("data.rollouts_per_game", rollouts_per_game, 1)
         check_range("data.batch_size", batch_size, 1)
         check_range("data.max_steps", max_steps, 1)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["env"])
         self.batches: list[EpisodeBatch] = []
 
     @property
     def num_episodes(self) -> int:
         return sum(len(b.episodes) for b in self.batches)
 
-    def setup(self, stage: str | None = None) -> None:
-        from agentprm.envs.alfworld import AlfWorldEnv
+    def settings(self) -> dict:
+        """What decides the episodes: the arguments, the environment by its identity."""
+        return {**{k: v for k, v in self.hparams.items() if k != "data"}, "env": self.env.identity()}
 
+    def setup(self, stage: str | None = None) -> None:
         h = self.hparams
-        ids = list(h.games) if h.games else AlfWorldEnv(h.data, max_steps=h.max_steps).game_ids(h.split)
+        ids = list(h.games) if h.games else self.env.game_ids(h.split)
         ids = spread(sorted(ids), h.max_games)
         episodes = [(g, r) for r in range(h.rollouts_per_game) for g in ids]
         self.batches = [
-            EpisodeBatch(k, h.data, h.max_steps, tuple(episodes[i : i + h.batch_size]))
+            EpisodeBatch(k, self.env, h.max_steps, tuple(episodes[i : i + h.batch_size]))
             for k, i in enumerate(range(0, len(episodes), h.batch_size))
         ]
         world = self.trainer.world_size if self.trainer is not None else 1

@@ -25,6 +25,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from agentprm import losses
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
 from agentprm.distributed import gathered
+from agentprm.envs.base import EnvFactory
 from agentprm.errors import check_model_path, check_writable
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
@@ -401,8 +402,10 @@ class PolicyDataModule(LightningDataModule):
 
     Args:
         rollouts: Directories (or files) of Trajectory JSONL.
-        resets: A game set (``builtin:small``, a data root) whose training games' initial states are
-            added; None adds none.
+        resets: ALFWorld games (``builtin:small``, a data root) whose training games' initial states
+            are added; None adds none.
+        reset_env: Any environment (by ``class_path``) whose games' initial states are added,
+            instead of ``resets``.
         reset_split: Split of ``resets``.
         max_resets: Games reset, spread over the split (None: all; each reset loads a game, ~0.4 s).
         states_per_epoch: Train states drawn (without replacement, seeded per epoch) each epoch;
@@ -421,6 +424,7 @@ class PolicyDataModule(LightningDataModule):
         self,
         rollouts: list[str],
         resets: str | None = None,
+        reset_env: EnvFactory | None = None,
         reset_split: str = "train",
         max_resets: int | None = 64,
         states_per_epoch: int | None = None,
@@ -431,8 +435,10 @@ class PolicyDataModule(LightningDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
+        from agentprm.envs import check_env
         from agentprm.errors import check_range
 
+        check_env("data.resets", resets, "data.reset_env", reset_env)
         check_range("data.max_resets", max_resets, 1, optional=True)
         check_range("data.states_per_epoch", states_per_epoch, 1, optional=True)
         check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
@@ -442,7 +448,8 @@ class PolicyDataModule(LightningDataModule):
             from agentprm.errors import check_sources
 
             check_sources("data.rollouts", rollouts)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["reset_env"])
+        self.reset_env = reset_env
         self.train_states: list[State] = []
         self.val_states: list[State] = []
         self._loads = 0
@@ -454,7 +461,7 @@ class PolicyDataModule(LightningDataModule):
         h = self.hparams
         trajectories = read_trajectories(h.rollouts)
         states = policy_states(trajectories)
-        if h.resets:
+        if h.resets or self.reset_env is not None:
             states += self._reset_states()
         _, val_games = split_games([s.game_id for s in states], h.val_fraction, h.split_seed)
         held = set(val_games)
@@ -465,13 +472,14 @@ class PolicyDataModule(LightningDataModule):
 
     def _reset_states(self) -> list[State]:
         from agentprm.data import spread
-        from agentprm.envs.alfworld import AlfWorldEnv
+        from agentprm.envs import env_factory
         from agentprm.rollout import state_of
 
         h = self.hparams
-        env = AlfWorldEnv(h.resets, max_steps=1)
+        factory = env_factory(self.reset_env, h.resets, "data.reset_env")
+        env = factory.make(1)
         try:
-            games = spread(sorted(env.game_ids(h.reset_split)), h.max_resets)
+            games = spread(sorted(factory.game_ids(h.reset_split)), h.max_resets)
             return [state_of(step, ()) for step in env.reset(games)]
         finally:
             env.close()

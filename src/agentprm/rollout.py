@@ -29,7 +29,7 @@ from lightning.pytorch import LightningModule
 
 from agentprm.backbone import Dtype
 from agentprm.cache import cache_root
-from agentprm.envs.base import BatchEnv, EnvStep
+from agentprm.envs.base import BatchEnv, EnvFactory, EnvStep
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Step, Trajectory, Turn, atomic_write_text, read_jsonl, write_jsonl
 from agentprm.sampling import HFSampler, Sample, SamplingMode, draw_key
@@ -294,8 +294,6 @@ class RolloutModule(LightningModule):
             PRM's ``target: reference``.
         reference_max_steps: The budget the expert must win within (the evaluation's).
         gamma: The discount of the reference values.
-        engine: The ALFWorld engine (``graph``: each transition computed once, branches continue
-            from snapshots; ``plain``: TextWorld's engine as it is, branches replay their prefix).
         overwrite: ``output_dir`` holds results made with other settings (its ``settings.json``
             differs): delete them and start again. Off, such a rerun stops before any work.
     """
@@ -321,7 +319,6 @@ class RolloutModule(LightningModule):
         reference_turns: int = 0,
         reference_max_steps: int = 30,
         gamma: float = 0.95,
-        engine: Literal["graph", "plain"] = "graph",
         overwrite: bool = False,
     ) -> None:
         super().__init__()
@@ -347,22 +344,28 @@ class RolloutModule(LightningModule):
         self.tokenizer = load_tokenizer(model)
         self.renderer = Renderer(template, history_window, response_format)
         self.output_dir = Path(output_dir)
-        self._envs: dict[tuple[str, int], BatchEnv] = {}
+        self._envs: dict[tuple[EnvFactory, int], BatchEnv] = {}
         self._values = None
         self._start, self._skipped = 0.0, 0
 
-    def _env(self, data: str, max_steps: int) -> BatchEnv:
-        from agentprm.envs.alfworld import AlfWorldEnv
-
-        if (data, max_steps) not in self._envs:
-            self._envs[(data, max_steps)] = AlfWorldEnv(data, max_steps=max_steps, engine=self.hparams.engine)
-        return self._envs[(data, max_steps)]
+    def _env(self, factory: EnvFactory, max_steps: int) -> BatchEnv:
+        """The environment of a batch: one per (factory, budget), kept for the next batches."""
+        if (factory, max_steps) not in self._envs:
+            env = factory.make(max_steps)
+            if self.hparams.reference_turns and not callable(getattr(env, "expert", None)):
+                raise ValueError(
+                    f"model.reference_turns={self.hparams.reference_turns} needs an environment with a "
+                    f"search expert (ALFWorld's); {factory!r} makes {type(env).__name__}, which has none: "
+                    "set model.reference_turns=0"
+                )
+            self._envs[(factory, max_steps)] = env
+        return self._envs[(factory, max_steps)]
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         return batch  # an EpisodeBatch names games; nothing to move
 
     # Settings that do not change what a run writes: left out of its settings.json.
-    _NOT_CONTENT = ("output_dir", "retry_failed", "overwrite", "engine", "dtype")
+    _NOT_CONTENT = ("output_dir", "retry_failed", "overwrite", "dtype")
     RESULTS = ("batch-*.jsonl", "manifest.json", "reference", "results.jsonl", "summary.json")
 
     def run_settings(self) -> dict:
@@ -373,8 +376,8 @@ class RolloutModule(LightningModule):
         h = self.hparams
         settings = {k: v for k, v in h.items() if k not in self._NOT_CONTENT}
         settings["model"] = model_identity(h.model)
-        data = getattr(getattr(self.trainer, "datamodule", None), "hparams", None) if self._trainer else None
-        settings["episodes"] = dict(data) if data else None
+        data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        settings["episodes"] = episode_settings(data)
         return settings
 
     def on_predict_start(self) -> None:
@@ -383,6 +386,9 @@ class RolloutModule(LightningModule):
         from agentprm.provenance import check_settings
 
         self._start, self._skipped = time.time(), 0
+        data = getattr(self.trainer, "datamodule", None)
+        if self.hparams.reference_turns and isinstance(getattr(data, "env", None), EnvFactory):
+            self._env(data.env, data.hparams.max_steps)  # has it an expert? (before anything is written)
         resumed = check_settings(
             self.output_dir,
             self.run_settings(),
@@ -475,7 +481,7 @@ class RolloutModule(LightningModule):
             self._skipped += 1
             return {"batch": batch.index, "skipped": True}
         h = self.hparams
-        env, sampler = self._env(batch.data, batch.max_steps), self.sampler(batch.index)
+        env, sampler = self._env(batch.env, batch.max_steps), self.sampler(batch.index)
         policy_id = h.policy_id or h.model
         names = [f"{g}|{r}" for g, r in batch.episodes]
         trajectories = play(
@@ -499,7 +505,7 @@ class RolloutModule(LightningModule):
                 f"{root.game_id}|{root.rollout_index}|b{k % h.branches}" for k, (root, _) in enumerate(slots)
             ]
             start = None
-            if getattr(env, "engine", None) == "graph":  # continue from a snapshot, not a replay
+            if getattr(env, "engine", None) == "graph":  # ALFWorld's graph: continue from a snapshot
                 at = [
                     env.snapshot_after(root.game_id, [s.command for s in root.steps[:t]])
                     for root, t in points
@@ -567,6 +573,15 @@ class RolloutModule(LightningModule):
                 )
 
 
+def episode_settings(datamodule) -> dict | None:
+    """What decides a data module's episodes (its :meth:`settings`, else its arguments)."""
+    if datamodule is None:
+        return None
+    if callable(getattr(datamodule, "settings", None)):
+        return datamodule.settings()
+    return dict(datamodule.hparams) if getattr(datamodule, "hparams", None) else None
+
+
 def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict[str, int]:
     """The ``limit`` most frequent failure messages with their counts.
 
@@ -601,7 +616,7 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
         "temperature": hparams.get("temperature"),
         "greedy": hparams.get("greedy"),
         "seed": hparams.get("seed"),
-        "data": getattr(datamodule, "hparams", {}).get("data"),
+        "env": repr(datamodule.env) if hasattr(datamodule, "env") else None,
         "split": getattr(datamodule, "hparams", {}).get("split"),
         "games": sorted({t.game_id for t in trajectories}),
         "rollouts_per_game": getattr(datamodule, "hparams", {}).get("rollouts_per_game"),

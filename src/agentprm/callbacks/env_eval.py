@@ -9,7 +9,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from agentprm.callbacks.base import Periodic, log_metrics, require, run_dir
-from agentprm.envs.base import TASK_TYPES
+from agentprm.envs import check_env, env_factory
+from agentprm.envs.base import EnvFactory
 from agentprm.sampling import draw_key
 
 
@@ -26,7 +27,10 @@ class EnvEvalCallback(Periodic, Callback):
     success instead of by loss (the first evaluation, of the starting policy, counts too).
 
     Args:
-        data: The game set (``builtin:small``, a data root).
+        data: ALFWorld games (``builtin:small``, a data root): the shorthand for ``env``.
+        env: The environment, by ``class_path`` (an :class:`~agentprm.envs.base.EnvFactory`);
+            give it or ``data``, not both (neither: ``builtin:small``). Success is also logged per
+            task type of its ``task_types``.
         split: Held-out split, e.g. ``valid_unseen``.
         max_games: Games played, spread over the split's sorted ids (every task type kept).
         max_steps: Action budget per game.
@@ -40,7 +44,7 @@ class EnvEvalCallback(Periodic, Callback):
 
     def __init__(
         self,
-        data: str = "builtin:small",
+        data: str | None = None,
         split: str = "valid_unseen",
         max_games: int | None = 24,
         max_steps: int = 20,
@@ -50,11 +54,14 @@ class EnvEvalCallback(Periodic, Callback):
         seed: int = 0,
         rollouts_per_game: int = 1,
         keep_best: bool = False,
+        env: EnvFactory | None = None,
     ) -> None:
         Periodic.__init__(self, every_n_steps, every_n_epochs)
+        check_env("EnvEvalCallback.data", data, "EnvEvalCallback.env", env)
         if rollouts_per_game < 1:
             raise ValueError(f"rollouts_per_game must be >= 1, found {rollouts_per_game}")
-        self.data, self.split, self.max_games, self.max_steps = data, split, max_games, max_steps
+        self.env = env_factory(env, data, "EnvEvalCallback.env")
+        self.split, self.max_games, self.max_steps = split, max_games, max_steps
         self.greedy, self.seed, self.rollouts_per_game = greedy, seed, rollouts_per_game
         self.keep_best = keep_best
         self.history: list[dict] = []
@@ -64,11 +71,10 @@ class EnvEvalCallback(Periodic, Callback):
 
     def _games(self) -> list[str]:
         from agentprm.data import spread
-        from agentprm.envs.alfworld import AlfWorldEnv
 
         if self._env is None:
-            self._env = AlfWorldEnv(self.data, max_steps=self.max_steps)
-        return spread(sorted(self._env.game_ids(self.split)), self.max_games)
+            self._env = self.env.make(self.max_steps)
+        return spread(sorted(self.env.game_ids(self.split)), self.max_games)
 
     def measure(self, trainer: Trainer, pl_module) -> None:
         from agentprm.rollout import play
@@ -88,16 +94,17 @@ class EnvEvalCallback(Periodic, Callback):
             keys = keys if sampler.mode == "admissible" else None
             return [s[0] for s in sampler.sample(states, 1, greedy=greedy, keys=keys)]
 
-        counts = torch.zeros(len(TASK_TYPES) + 1, 3)  # won, played, actions per task type (+ other)
+        types = tuple(self.env.task_types)
+        counts = torch.zeros(len(types) + 1, 3)  # won, played, actions per task type (+ other)
         if games:
             for traj in play(self._env, games, choose, policy_id=f"step-{trainer.global_step}"):
-                row = TASK_TYPES.index(traj.task_type) if traj.task_type in TASK_TYPES else len(TASK_TYPES)
+                row = types.index(traj.task_type) if traj.task_type in types else len(types)
                 counts[row] += torch.tensor([float(traj.won), 1.0, float(traj.num_actions)])
         counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
         won, played, actions = counts.sum(0).tolist()
         metrics = {"eval/success_rate": won / max(played, 1), "eval/mean_actions": actions / max(played, 1)}
-        for task, (w, n, _) in zip((*TASK_TYPES, "other"), counts.tolist(), strict=True):
-            if n:
+        for task, (w, n, _) in zip((*types, "other"), counts.tolist(), strict=True):
+            if n and types:
                 metrics[f"eval/success_rate/{task}"] = w / n
         log_metrics(trainer, metrics)
         row = {"step": trainer.global_step, "games": int(played), **metrics}

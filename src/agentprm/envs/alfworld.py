@@ -9,6 +9,7 @@ cycle, so rollouts and evaluations name exactly the games they play.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import OrderedDict
@@ -17,11 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from agentprm.envs.base import TASK_TYPES, EnvStep
+from agentprm.envs.base import EnvFactory, EnvStep
+from agentprm.envs.games import TASK_TYPES
 
 __all__ = [
     "SPLITS",
+    "TASK_TYPES",
     "AlfWorldEnv",
+    "AlfWorldEnvFactory",
     "DataError",
     "Snapshot",
     "random_walk",
@@ -351,6 +355,77 @@ class _PlainSlot:
     def step(self, command: str) -> tuple[str, tuple[str, ...], bool]:
         state, _, _ = self.env.step(command)
         return state.feedback, tuple(state["admissible_commands"]), bool(state["won"])
+
+
+def _grammar_texts() -> list[str]:
+    """Feedback and command templates of the installed alfworld grammar, placeholders removed."""
+    from alfworld.info import ALFRED_TWL2_PATH
+
+    grammar = Path(ALFRED_TWL2_PATH).read_text(encoding="utf-8")
+    texts = re.findall(r'"rhs":\s*"((?:[^"\\]|\\.)*)"', grammar)
+    texts += re.findall(r'template :: "([^"]*)"', grammar)
+    return [re.sub(r"\[?\{[^}]*\}\]?|#[^#\s]*#", " ", t).replace("\\n", "\n") for t in texts]
+
+
+@functools.cache
+def _vocabulary_corpus() -> tuple[str, ...]:
+    import alfworld.gen.constants as constants
+    import alfworld.gen.goal_library as goals
+
+    from agentprm.envs.gamesets import BUILTIN_SETS, load_set
+
+    names = {*constants.OBJECTS, *constants.RECEPTACLES, *constants.MOVABLE_RECEPTACLES}
+    texts = [*_grammar_texts(), " ".join(sorted(n.lower() for n in names)), "Nothing happens."]
+    texts += [re.sub(r"\{\w+\}", " ", t) for g in goals.gdict.values() for t in g["templates"]]
+    for name in BUILTIN_SETS:
+        try:
+            games = load_set(name)
+        except FileNotFoundError:  # a set not generated yet: the grammar and goal templates cover it
+            continue
+        texts += [t for g in games for t in (g.task_desc, *g.walkthrough, *(g.expert_actions or ()))]
+    return tuple(texts)
+
+
+def vocabulary_corpus() -> list[str]:
+    """ALFWorld's words, gathered without playing a game: the installed alfworld grammar (feedback
+    and command templates), the object and receptacle names of ``alfworld.gen.constants``
+    (lowercased, as games print them), the goal templates of ``alfworld.gen.goal_library``, and the
+    task descriptions, walkthroughs and expert actions of the built-in game sets (those generated)."""
+    return list(_vocabulary_corpus())
+
+
+class AlfWorldEnvFactory(EnvFactory):
+    """ALFWorld games in the real alfworld engine: :class:`AlfWorldEnv` on one data root.
+
+    ``data: builtin:small`` in a stage's config is the shorthand for this factory; give it by
+    ``class_path`` to set the engine::
+
+        env:
+          class_path: agentprm.envs.alfworld.AlfWorldEnvFactory
+          init_args: {data: builtin:small, engine: plain}
+
+    Args:
+        data: ``builtin:small`` / ``builtin:standard`` / ``alfworld`` (``$ALFWORLD_DATA``) / a data
+            root holding ``json_2.1.1/``.
+        engine: ``graph`` (transitions computed once; snapshots) or ``plain`` (TextWorld's engine as
+            it is); see :class:`AlfWorldEnv`.
+    """
+
+    task_types = TASK_TYPES
+
+    def __init__(self, data: str = "builtin:small", engine: Literal["graph", "plain"] = "graph") -> None:
+        if engine not in ("graph", "plain"):
+            raise ValueError(f"env.engine must be 'graph' or 'plain', found {engine!r}")
+        self.data, self.engine = data, engine
+
+    def game_ids(self, split: str) -> list[str]:
+        return AlfWorldEnv(self.data, max_steps=1, text_cache=False, engine=self.engine).game_ids(split)
+
+    def make(self, max_steps: int) -> AlfWorldEnv:
+        return AlfWorldEnv(self.data, max_steps=max_steps, engine=self.engine)
+
+    def vocabulary(self) -> list[str]:
+        return vocabulary_corpus()
 
 
 def random_walk(env: AlfWorldEnv, game_ids: Sequence[str], steps: int, seed: int = 0) -> list[tuple]:

@@ -5,25 +5,22 @@ An environment holds B episode slots. ``reset(game_ids)`` starts one episode per
 Each call returns one :class:`EnvStep` per slot. An episode whose engine raised is finished with
 ``failure`` set to the reason, and the other slots go on: a broken episode is recorded and
 counted, never silently dropped.
+
+A stage does not build environments itself: it is given an :class:`EnvFactory` (by ``class_path``
+in its config), which names the games of a split and makes a :class:`BatchEnv` with a step budget.
+ALFWorld's is :class:`agentprm.envs.alfworld.AlfWorldEnvFactory`; CONTRIBUTING's "Adding an
+environment" shows a new one.
 """
 
 from __future__ import annotations
 
+import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["TASK_TYPES", "BatchEnv", "EnvStep"]
-
-TASK_TYPES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
-"""The six ALFWorld task types, in ALFWorld's order (task ids 1-6)."""
+__all__ = ["BatchEnv", "EnvFactory", "EnvStep"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +74,57 @@ class BatchEnv(Protocol):
     def close(self) -> None:
         """Release the engines."""
         ...
+
+
+class EnvFactory(ABC):
+    """Where a stage's games come from and how they are played: what ``env:`` names in a config.
+
+    A subclass takes its settings as constructor arguments (so a config gives it by ``class_path``
+    and ``init_args``), lists the games of a split and makes a :class:`BatchEnv`. Rollouts,
+    evaluation, online DPO's reset states and the env-eval callback all go through it, and the
+    factory's :meth:`identity` is what their settings and manifests record.
+
+    Optional capabilities, used only by the stages that ask for them (each says so clearly when the
+    environment lacks it): a search expert (``BatchEnv.expert`` and snapshots, for reference values
+    and the oracle scorer), snapshots to continue branches without replaying their prefix.
+
+    Attributes:
+        task_types: The task categories success is also reported by (``()``: overall only); an
+            episode whose ``task_type`` is not among them counts as ``other``.
+    """
+
+    task_types: tuple[str, ...] = ()
+
+    @abstractmethod
+    def game_ids(self, split: str) -> list[str]:
+        """The sorted game ids of a split (an unknown split: a ``ValueError`` naming the choices)."""
+
+    @abstractmethod
+    def make(self, max_steps: int) -> BatchEnv:
+        """A fresh environment whose episodes end after ``max_steps`` actions."""
+
+    def vocabulary(self) -> list[str]:
+        """Texts whose words a word-level tiny model for these games must know (see
+        :func:`agentprm.backbone.build_tiny_model`); empty when it needs none beyond the prompts'."""
+        return []
+
+    def identity(self) -> dict:
+        """``{"class_path": …, "init_args": …}`` of this factory: what a run's settings record (two
+        factories with the same identity play the same games alike)."""
+        cls = type(self)
+        args = {
+            name: getattr(self, name)
+            for name in inspect.signature(cls.__init__).parameters
+            if name != "self" and hasattr(self, name)
+        }
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.identity()["init_args"].items())
+        return f"{type(self).__qualname__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnvFactory) and self.identity() == other.identity()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))

@@ -20,8 +20,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from agentprm.envs.base import TASK_TYPES
 from agentprm.envs.expert import SearchExpert
+
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+"""The six ALFWorld task types, in ALFWorld's order (task ids 1-6)."""
 
 __all__ = [
     "TASK_TYPES",
