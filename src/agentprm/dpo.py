@@ -31,8 +31,10 @@ from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Trajectory
 from agentprm.sampling import (
-    HFSampler,
+    HFSamplerFactory,
     Sample,
+    Sampler,
+    SamplerFactory,
     SamplingMode,
     chat_ids,
     response_ids,
@@ -130,6 +132,10 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         output_dir: Where the improved policy is written at the end of fitting (None:
             ``<trainer.default_root_dir>/policy``), LoRA merged into the weights.
         seed: Base seed of the sampler (step s on rank r samples with a seed of (seed, s, r)).
+        sampler: The sampler, by ``class_path`` (a :class:`~agentprm.sampling.SamplerFactory`,
+            built over the weights being trained); when given it replaces ``mode``,
+            ``temperature``, ``top_p`` and ``max_new_tokens`` (None: their
+            :class:`~agentprm.sampling.HFSamplerFactory`).
     """
 
     def __init__(
@@ -159,6 +165,7 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         response_format: ResponseFormat = "action",
         output_dir: str | None = None,
         seed: int = 0,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__()
         if samples_per_state < 2:
@@ -171,7 +178,8 @@ class OnlineDPOModule(TrainableStage, LightningModule):
             raise ValueError(f"nll_weight must be >= 0, found {nll_weight}")
         if candidates not in ("sample", "distinct"):
             raise ValueError(f"candidates must be 'sample' or 'distinct', found {candidates!r}")
-        if candidates == "distinct" and mode != "admissible":
+        self.sampler_factory = sampler or HFSamplerFactory(mode, temperature, top_p, max_new_tokens)
+        if candidates == "distinct" and self.sampler_factory.mode != "admissible":
             raise ValueError("candidates=distinct needs mode=admissible (it draws among the commands)")
         if pairs not in ("best_worst", "all", "policy"):
             raise ValueError(f"pairs must be 'best_worst', 'all' or 'policy', found {pairs!r}")
@@ -187,7 +195,7 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         # The PRM first: a wrong path fails here, before the policy is loaded and copied.
         scorer = load_scorer(prm)
         scorer.requires_grad_(False)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["sampler"])
         self.model = load_causal_lm(model, dtype=dtype, lora=lora)
         self.tokenizer = load_tokenizer(model)
         self.renderer = Renderer(template, history_window, response_format)
@@ -223,12 +231,9 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         return batch  # a list of States: text, nothing to move
 
     # -- sampling and scoring -----------------------------------------------------------------
-    def sampler(self, seed: int) -> HFSampler:
+    def sampler(self, seed: int) -> Sampler:
         """A sampler over the current policy weights."""
-        h = self.hparams
-        return HFSampler(
-            self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
-        )
+        return self.sampler_factory.build(self.model, self.tokenizer, self.renderer, seed)
 
     def _finished(self, sample: Sample) -> bool:
         return bool(sample.token_ids) and sample.token_ids[-1] == self.tokenizer.eos_token_id
@@ -244,7 +249,7 @@ class OnlineDPOModule(TrainableStage, LightningModule):
         out = []
         for state, samples, state_scores in zip(states, drawn, all_scores, strict=True):
             scores = [float(v) for v in state_scores.tolist()]
-            if h.non_stop_penalty is not None and h.mode == "generate":
+            if h.non_stop_penalty is not None and self.sampler_factory.mode == "generate":
                 done = [self._finished(s) for s in samples]
                 scores = [v if ok else h.non_stop_penalty for v, ok in zip(scores, done, strict=True)]
             best = max(range(len(scores)), key=scores.__getitem__)

@@ -19,7 +19,7 @@ import torch
 
 from agentprm.records import State, Trajectory, atomic_write_json, atomic_write_text
 from agentprm.rollout import Chooser, RolloutModule, read_shards
-from agentprm.sampling import HFSampler, Sample
+from agentprm.sampling import Sample, Sampler, require_candidate_scores
 
 __all__ = ["EvaluationModule", "action_ranking", "oracle_agreement", "summarize", "wilson_interval"]
 
@@ -196,9 +196,9 @@ def oracle_agreement(prm, states: Sequence[State], values, policy=None, delta: f
     return out
 
 
-def _every_command(sampler: HFSampler, states: list[State]):
+def _every_command(sampler: Sampler, states: list[State]):
     """Per state: (responses, commands, token ids, log-likelihoods) of every admissible command."""
-    scored = sampler.candidate_logprobs(states)
+    scored = require_candidate_scores(sampler, "model.candidates=all").candidate_logprobs(states)
     return [
         (responses, list(state.admissible_commands), suffixes, scores)
         for state, (responses, suffixes, scores) in zip(states, scored, strict=True)
@@ -228,7 +228,9 @@ class EvaluationModule(RolloutModule):
     ) -> None:
         if candidates not in ("sample", "distinct", "all"):
             raise ValueError(f"model.candidates must be 'sample', 'distinct' or 'all', found {candidates!r}")
-        if candidates != "sample" and kwargs.get("mode", "admissible") != "admissible":
+        sampler = kwargs.get("sampler")
+        mode = sampler.mode if sampler is not None else kwargs.get("mode", "admissible")
+        if candidates != "sample" and mode != "admissible":
             raise ValueError(f"model.candidates={candidates} needs model.mode=admissible")
         if kwargs.get("branches"):
             raise ValueError(
@@ -246,7 +248,7 @@ class EvaluationModule(RolloutModule):
         self.prm = scorer
 
     def chooser(
-        self, batch_index: int, sampler: HFSampler | None = None, episodes: Sequence[str] | None = None
+        self, batch_index: int, sampler: Sampler | None = None, episodes: Sequence[str] | None = None
     ) -> Chooser:
         if self.prm is None:
             return super().chooser(batch_index, sampler, episodes)
@@ -279,6 +281,8 @@ class EvaluationModule(RolloutModule):
         return self.predict_step(batch, batch_idx)
 
     def on_test_start(self) -> None:
+        if self.prm is not None and self.candidates == "all":  # before anything is played
+            require_candidate_scores(self.sampler(0), "model.candidates=all")
         self.on_predict_start()
 
     def on_test_end(self) -> None:
@@ -305,9 +309,10 @@ class EvaluationModule(RolloutModule):
             "prm": self.prm_path,
             "best_of_n": self.best_of_n if self.prm is not None else 1,
             "candidates": self.candidates if self.prm is not None else None,
-            "mode": h.mode,
+            "sampler": repr(self.sampler_factory),
+            "mode": self.sampler_factory.mode,
             "greedy": h.greedy,
-            "temperature": h.temperature,
+            "temperature": getattr(self.sampler_factory, "temperature", None),
             "seed": h.seed,
         }
         atomic_write_json(self.output_dir / "summary.json", summary)

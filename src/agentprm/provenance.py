@@ -50,9 +50,24 @@ def model_identity(name_or_path: str | None) -> str | None:
 
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``key: old → new`` for every setting that differs, comma-separated."""
-    keys = sorted(set(old) | set(new))
-    return ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+    """``key: old → new`` for every setting that differs, comma-separated. The arguments of a part
+    given by ``class_path`` (an environment, a sampler) are named by their own key, e.g.
+    ``temperature: 1.0 → 0.3`` rather than the whole part."""
+    return ", ".join(_changes(old, new))
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        part = isinstance(a, dict) and isinstance(b, dict) and a.get("class_path") == b.get("class_path")
+        if part and "class_path" in a:
+            out += _changes(a.get("init_args") or {}, b.get("init_args") or {})
+        else:
+            out.append(f"{k}: {a!r} → {b!r}")
+    return out
 
 
 def check_settings(

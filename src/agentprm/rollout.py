@@ -32,7 +32,15 @@ from agentprm.cache import cache_root
 from agentprm.envs.base import BatchEnv, EnvFactory, EnvStep
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State, Step, Trajectory, Turn, atomic_write_text, read_jsonl, write_jsonl
-from agentprm.sampling import HFSampler, Sample, SamplingMode, draw_key
+from agentprm.sampling import (
+    HFSamplerFactory,
+    Sample,
+    Sampler,
+    SamplerFactory,
+    SamplingMode,
+    draw_key,
+    require_candidate_scores,
+)
 
 __all__ = [
     "Chooser",
@@ -246,6 +254,10 @@ def branch_points(roots: Sequence[Trajectory], rng: random.Random) -> list[tuple
     return [(root, rng.randrange(len(root.steps))) for root in roots if root.failure is None and root.steps]
 
 
+_SAMPLER_ARGS = ("mode", "temperature", "top_p", "max_new_tokens")
+"""The module arguments of the default sampler (recorded through the sampler's identity)."""
+
+
 class RolloutModule(LightningModule):
     """Rolls a policy out on batches of episodes (``predict_step``) and writes Trajectory shards.
 
@@ -296,6 +308,9 @@ class RolloutModule(LightningModule):
         gamma: The discount of the reference values.
         overwrite: ``output_dir`` holds results made with other settings (its ``settings.json``
             differs): delete them and start again. Off, such a rerun stops before any work.
+        sampler: The sampler, by ``class_path`` (a :class:`~agentprm.sampling.SamplerFactory`);
+            when given it replaces ``mode``, ``temperature``, ``top_p`` and ``max_new_tokens``
+            (None: :class:`~agentprm.sampling.HFSamplerFactory` of those).
     """
 
     def __init__(
@@ -320,11 +335,13 @@ class RolloutModule(LightningModule):
         reference_max_steps: int = 30,
         gamma: float = 0.95,
         overwrite: bool = False,
+        sampler: SamplerFactory | None = None,
     ) -> None:
         super().__init__()
+        self.sampler_factory = sampler or HFSamplerFactory(mode, temperature, top_p, max_new_tokens)
         if branch_actions not in ("sample", "distinct"):
             raise ValueError(f"model.branch_actions must be 'sample' or 'distinct', found {branch_actions!r}")
-        if branch_actions == "distinct" and mode != "admissible":
+        if branch_actions == "distinct" and self.sampler_factory.mode != "admissible":
             raise ValueError(
                 "model.branch_actions=distinct needs model.mode=admissible (it draws among the commands)"
             )
@@ -336,7 +353,7 @@ class RolloutModule(LightningModule):
 
         check_model_path("model.model", model)
         check_writable("model.output_dir", output_dir)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["sampler"])
         from agentprm.backbone import load_causal_lm, load_tokenizer
 
         self.model = load_causal_lm(model, dtype=dtype)
@@ -365,7 +382,7 @@ class RolloutModule(LightningModule):
         return batch  # an EpisodeBatch names games; nothing to move
 
     # Settings that do not change what a run writes: left out of its settings.json.
-    _NOT_CONTENT = ("output_dir", "retry_failed", "overwrite", "dtype")
+    _NOT_CONTENT = ("output_dir", "retry_failed", "overwrite", "dtype", *_SAMPLER_ARGS)
     RESULTS = ("batch-*.jsonl", "manifest.json", "reference", "results.jsonl", "summary.json")
 
     def run_settings(self) -> dict:
@@ -376,6 +393,7 @@ class RolloutModule(LightningModule):
         h = self.hparams
         settings = {k: v for k, v in h.items() if k not in self._NOT_CONTENT}
         settings["model"] = model_identity(h.model)
+        settings["sampler"] = self.sampler_factory.identity()
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
         settings["episodes"] = episode_settings(data)
         return settings
@@ -389,6 +407,8 @@ class RolloutModule(LightningModule):
         data = getattr(self.trainer, "datamodule", None)
         if self.hparams.reference_turns and isinstance(getattr(data, "env", None), EnvFactory):
             self._env(data.env, data.hparams.max_steps)  # has it an expert? (before anything is written)
+        if self.hparams.branches and self.hparams.branch_actions == "distinct":
+            require_candidate_scores(self.sampler(0), "model.branch_actions=distinct")
         resumed = check_settings(
             self.output_dir,
             self.run_settings(),
@@ -400,22 +420,19 @@ class RolloutModule(LightningModule):
         if resumed:
             rank_zero_info(f"{self.output_dir}: resuming a run with the same settings (settings.json)")
 
-    def sampler(self, batch_index: int) -> HFSampler:
+    def sampler(self, batch_index: int) -> Sampler:
         """The policy's sampler for one batch, seeded by the batch index (same on resume and any rank)."""
-        h = self.hparams
-        seed = h.seed * 1_000_003 + batch_index
-        return HFSampler(
-            self.model, self.tokenizer, self.renderer, h.mode, h.temperature, h.top_p, h.max_new_tokens, seed
-        )
+        seed = self.hparams.seed * 1_000_003 + batch_index
+        return self.sampler_factory.build(self.model, self.tokenizer, self.renderer, seed)
 
     def chooser(
-        self, batch_index: int, sampler: HFSampler | None = None, episodes: Sequence[str] | None = None
+        self, batch_index: int, sampler: Sampler | None = None, episodes: Sequence[str] | None = None
     ) -> Chooser:
         """How actions are picked: one sample of the policy per state (greedy when configured).
 
         With ``episodes`` (one name per slot, e.g. ``game|rollout index``) and ``admissible`` mode,
         each draw uses common random numbers keyed by (seed, episode, turn): see
-        :meth:`HFSampler.sample`.
+        :meth:`agentprm.sampling.HFSampler.sample`.
         """
         sampler, greedy = sampler or self.sampler(batch_index), self.hparams.greedy
 
@@ -429,7 +446,7 @@ class RolloutModule(LightningModule):
         self, states: Sequence[State], slots: Sequence[int], episodes: Sequence[str] | None
     ) -> list[int] | None:
         """One seed per state from (seed, episode name, turn); None outside admissible mode."""
-        if episodes is None or self.hparams.mode != "admissible":
+        if episodes is None or self.sampler_factory.mode != "admissible":
             return None
         return [
             draw_key(self.hparams.seed, episodes[slot], state.turn)
@@ -437,16 +454,17 @@ class RolloutModule(LightningModule):
         ]
 
     def _distinct_actions(
-        self, sampler: HFSampler, points: Sequence[tuple[Trajectory, int]], k: int
+        self, sampler: Sampler, points: Sequence[tuple[Trajectory, int]], k: int
     ) -> list[list[Sample]]:
         """``k`` actions per branch point, drawn without replacement from the policy's distribution
         over the commands other than the episode's own (repeated once they run out)."""
+        sampler = require_candidate_scores(sampler, "model.branch_actions=distinct")
         states = [root.state_at(t) for root, t in points]
         out = []
         for state, (root, t), (responses, suffixes, scores) in zip(
             states, points, sampler.candidate_logprobs(states), strict=True
         ):
-            probs = torch.softmax(scores.double() / self.hparams.temperature, dim=0)
+            probs = torch.softmax(scores.double() / sampler.temperature, dim=0)
             if root.steps[t].command in state.admissible_commands:
                 probs[state.admissible_commands.index(root.steps[t].command)] = 0.0
             if probs.sum() <= 0:  # the episode's action was the only one
@@ -556,7 +574,11 @@ class RolloutModule(LightningModule):
         self.trainer.strategy.barrier()
         if self.global_rank == 0:
             manifest = write_manifest(
-                self.output_dir, self.hparams, time.time() - self._start, self.trainer.datamodule
+                self.output_dir,
+                self.hparams,
+                time.time() - self._start,
+                self.trainer.datamodule,
+                self.sampler_factory,
             )
             if manifest["failures"]:
                 rank_zero_warn(
@@ -594,7 +616,7 @@ def failure_reasons(trajectories: Sequence[Trajectory], limit: int = 10) -> dict
     return dict(reasons.most_common(limit))
 
 
-def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> dict:
+def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule, sampler=None) -> dict:
     """Summarise every shard of a rollout directory into ``manifest.json``."""
     from agentprm.records import atomic_write_json
 
@@ -612,8 +634,9 @@ def write_manifest(output_dir: Path, hparams, wall_time: float, datamodule) -> d
     manifest = {
         "policy": hparams.get("policy_id") or hparams.get("model"),
         "model": hparams.get("model"),
-        "mode": hparams.get("mode"),
-        "temperature": hparams.get("temperature"),
+        "sampler": repr(sampler) if sampler is not None else None,
+        "mode": getattr(sampler, "mode", hparams.get("mode")),
+        "temperature": getattr(sampler, "temperature", hparams.get("temperature")),
         "greedy": hparams.get("greedy"),
         "seed": hparams.get("seed"),
         "env": repr(datamodule.env) if hasattr(datamodule, "env") else None,

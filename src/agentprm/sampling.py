@@ -10,31 +10,43 @@ Two modes, used alike by rollouts, evaluation, Best-of-N and online DPO:
   argmax). Small models waste about half their steps on invalid commands when generating freely.
 
 Every sample carries its text, token ids and log-probability under the policy.
+
+Stages do not build samplers themselves: they are given a :class:`SamplerFactory` (``sampler:`` by
+``class_path``; by default :class:`HFSamplerFactory` from their ``mode``/``temperature``/…
+arguments), which makes a :class:`Sampler` over the stage's model. What only some samplers can do
+(score every admissible command: :class:`CandidateScorer`) is asked for by the stages that need it,
+which stop with a clear error when the sampler cannot.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from agentprm.plugins import Plugin
 from agentprm.prompts import Renderer, parse_response
 from agentprm.records import State
 
 __all__ = [
+    "CandidateScorer",
     "HFSampler",
+    "HFSamplerFactory",
     "Sample",
     "Sampler",
+    "SamplerFactory",
     "SamplingMode",
     "chat_ids",
     "draw_key",
     "left_pad",
     "pad_prompts",
     "prefix_cache_forward",
+    "require_candidate_scores",
     "response_ids",
     "right_pad",
     "row_groups",
@@ -67,11 +79,105 @@ class Sample:
 
 @runtime_checkable
 class Sampler(Protocol):
-    """Draws responses for a batch of states."""
+    """Draws responses for a batch of states.
 
-    def sample(self, states: Sequence[State], n: int = 1, *, greedy: bool = False) -> list[list[Sample]]:
-        """``n`` responses for each state (``greedy``: the most likely, repeated ``n`` times)."""
+    ``mode`` is ``admissible`` when every response is one of the state's admissible commands (then
+    stages pass ``keys`` for common random numbers and may ask for ``distinct`` samples), anything
+    else otherwise (``generate``: free text).
+    """
+
+    mode: str
+
+    def sample(
+        self,
+        states: Sequence[State],
+        n: int = 1,
+        *,
+        greedy: bool = False,
+        distinct: bool = False,
+        keys: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        """``n`` responses for each state (``greedy``: the most likely; ``distinct``: without
+        repeats while the commands last; ``keys``: one seed per state for its draw)."""
         ...
+
+
+@runtime_checkable
+class CandidateScorer(Protocol):
+    """A sampler that also scores every admissible command (branches with distinct actions,
+    Best-of-N over all commands, the probe)."""
+
+    temperature: float
+    generator: torch.Generator
+
+    def candidate_logprobs(
+        self, states: Sequence[State]
+    ) -> list[tuple[list[str], list[list[int]], torch.Tensor]]:
+        """Per state: the response of every admissible command, its token ids and log-likelihood."""
+        ...
+
+
+def require_candidate_scores(sampler: Sampler, who: str) -> CandidateScorer:
+    """``sampler`` when it can score every admissible command; else a clear error naming ``who``."""
+    if not isinstance(sampler, CandidateScorer):
+        raise ValueError(
+            f"{who} needs a sampler that scores every admissible command (candidate_logprobs, "
+            f"temperature, generator); {type(sampler).__name__} does not"
+        )
+    return sampler
+
+
+class SamplerFactory(Plugin, ABC):
+    """Makes the sampler a stage acts with: what ``sampler:`` names in a config by ``class_path``.
+
+    Its constructor arguments are its settings (recorded in each run's settings). A stage calls
+    :meth:`build` with its model (the weights being trained, for online DPO), tokenizer and prompt
+    renderer, and a seed, whenever it samples.
+
+    Attributes:
+        mode: ``admissible`` when its samplers answer with admissible commands (see
+            :class:`Sampler`).
+    """
+
+    mode: str = "admissible"
+
+    @abstractmethod
+    def build(self, model, tokenizer, renderer: Renderer, seed: int) -> Sampler:
+        """A sampler over ``model`` whose draws are fixed by ``seed``."""
+
+
+def _check_sampling(mode: str, temperature: float) -> None:
+    if mode not in ("generate", "admissible"):
+        raise ValueError(f"mode must be 'generate' or 'admissible', found {mode!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), found {temperature}")
+
+
+class HFSamplerFactory(SamplerFactory):
+    """:class:`HFSampler` over the stage's transformers model (the default of every stage).
+
+    Args:
+        mode: ``admissible`` or ``generate``.
+        temperature: Sampling temperature.
+        top_p: Nucleus threshold (``generate``).
+        max_new_tokens: Response cap (``generate``).
+    """
+
+    def __init__(
+        self,
+        mode: SamplingMode = "admissible",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+    ) -> None:
+        _check_sampling(mode, temperature)
+        self.mode, self.temperature = mode, temperature
+        self.top_p, self.max_new_tokens = top_p, max_new_tokens
+
+    def build(self, model, tokenizer, renderer: Renderer, seed: int) -> HFSampler:
+        return HFSampler(
+            model, tokenizer, renderer, self.mode, self.temperature, self.top_p, self.max_new_tokens, seed
+        )
 
 
 def chat_ids(tokenizer, renderer: Renderer, state: State, response: str | None = None) -> list[int]:
@@ -116,10 +222,7 @@ class HFSampler:
         max_new_tokens: int = 64,
         seed: int = 0,
     ) -> None:
-        if mode not in ("generate", "admissible"):
-            raise ValueError(f"mode must be 'generate' or 'admissible', found {mode!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), found {temperature}")
+        _check_sampling(mode, temperature)
         self.model, self.tokenizer, self.renderer = model, tokenizer, renderer
         self.mode, self.temperature, self.top_p = mode, temperature, top_p
         self.max_new_tokens = max_new_tokens

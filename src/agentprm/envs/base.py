@@ -14,11 +14,12 @@ environment" shows a new one.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from agentprm.plugins import Plugin
 
 __all__ = ["BatchEnv", "EnvFactory", "EnvStep"]
 
@@ -76,13 +77,13 @@ class BatchEnv(Protocol):
         ...
 
 
-class EnvFactory(ABC):
+class EnvFactory(Plugin, ABC):
     """Where a stage's games come from and how they are played: what ``env:`` names in a config.
 
     A subclass takes its settings as constructor arguments (so a config gives it by ``class_path``
     and ``init_args``), lists the games of a split and makes a :class:`BatchEnv`. Rollouts,
     evaluation, online DPO's reset states and the env-eval callback all go through it, and the
-    factory's :meth:`identity` is what their settings and manifests record.
+    factory's :meth:`~agentprm.plugins.Plugin.identity` is what their settings and manifests record.
 
     Optional capabilities, used only by the stages that ask for them (each says so clearly when the
     environment lacks it): a search expert (``BatchEnv.expert`` and snapshots, for reference values
@@ -107,24 +108,3 @@ class EnvFactory(ABC):
         """Texts whose words a word-level tiny model for these games must know (see
         :func:`agentprm.backbone.build_tiny_model`); empty when it needs none beyond the prompts'."""
         return []
-
-    def identity(self) -> dict:
-        """``{"class_path": …, "init_args": …}`` of this factory: what a run's settings record (two
-        factories with the same identity play the same games alike)."""
-        cls = type(self)
-        args = {
-            name: getattr(self, name)
-            for name in inspect.signature(cls.__init__).parameters
-            if name != "self" and hasattr(self, name)
-        }
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.identity()["init_args"].items())
-        return f"{type(self).__qualname__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EnvFactory) and self.identity() == other.identity()
-
-    def __hash__(self) -> int:
-        return hash(repr(self))
