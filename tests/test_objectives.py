@@ -1,9 +1,9 @@
 """PRM objectives: each loss against a hand computation, rows equal to the target functions', saved
-PRMs (old and new format) reloading with their objective, and a custom objective by class_path."""
+PRMs (old and new format) reloading with their objective, one-line errors for a bad objective (a
+custom objective trained by class_path: tests/test_prm.py)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -18,9 +18,6 @@ from agentprm.data import PRMDataModule, PRMExample, read_trajectories
 from agentprm.objectives import (
     AbsoluteObjective,
     InverseObjective,
-    Predictions,
-    PRMObjective,
-    PRMRow,
     RelativeObjective,
     ScoredBatch,
     from_config,
@@ -178,59 +175,3 @@ def test_cli_refuses_an_unknown_objective_or_option_in_one_line(arg, said, capsy
     assert main(["fit", "-c", str(ROOT / "configs/prm/absolute.yaml"), arg, "--print_config"]) == 2
     err = capsys.readouterr().err
     assert f"agentprm fit: {said}\n" in err and "Union" not in err
-
-
-class OutcomeObjective(PRMObjective):
-    """A test objective: squared error of σ(Q(s, a)) against the episode's outcome, every step."""
-
-    calls = 0
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-
-    def rows(self, learners, experts, context) -> list[PRMRow]:
-        return [
-            PRMRow(
-                ((state, context.renderer.response("", step.command)),), float(t.won), t.game_id, state.key()
-            )
-            for t in learners
-            for state, step in zip(t.states(), t.steps, strict=False)
-        ]
-
-    def collate(self, examples, pad_id) -> ScoredBatch:
-        return AbsoluteObjective().collate(examples, pad_id)
-
-    def loss(self, scores, batch):
-        type(self).calls += 1
-        loss = self.scale * ((torch.sigmoid(scores) - batch.target) ** 2).mean()
-        return loss, {"loss": loss}
-
-    def predictions(self, scores, batch) -> Predictions:
-        return Predictions(torch.sigmoid(scores), batch.target, list(batch.state_key))
-
-
-def test_a_custom_objective_by_class_path_trains_end_to_end(tmp_path, scripted_rollouts):
-    out = tmp_path / "custom"
-    args = [
-        "fit",
-        "-c",
-        str(ROOT / "configs/prm/absolute.yaml"),
-        f"--model.init_args.objective={__name__}.OutcomeObjective",
-        "--model.init_args.objective.init_args.scale=2.0",
-        f"--data.init_args.rollouts=[{scripted_rollouts}]",
-        f"--trainer.default_root_dir={out}",
-        "--trainer.max_epochs=4",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
-        "--data.init_args.val_fraction=0.25",
-        "--data.init_args.batch_size=8",
-        "--model.init_args.lr=0.003",
-    ]
-    assert main(args) == 0
-    assert OutcomeObjective.calls > 10
-    rows = list(csv.DictReader((out / "lightning_logs/version_0/metrics.csv").open()))
-    train = [float(r["prm/loss"]) for r in rows if r.get("prm/loss")]
-    assert sum(train[-3:]) / 3 < 0.8 * sum(train[:3]) / 3, train
-    assert [r for r in rows if r.get("val/ece")]
-    prm = PRMModule.load(str(out / "prm"))
-    assert type(prm.objective).__name__ == "OutcomeObjective" and prm.objective.scale == 2.0

@@ -11,7 +11,16 @@ import torch
 
 from agentprm.cli import main
 from agentprm.data import PRMExample, collate_prm
-from agentprm.objectives import AbsoluteObjective, InverseObjective, PairBatch, RelativeObjective
+from agentprm.objectives import (
+    AbsoluteObjective,
+    InverseObjective,
+    PairBatch,
+    Predictions,
+    PRMObjective,
+    PRMRow,
+    RelativeObjective,
+    ScoredBatch,
+)
 from agentprm.prm import PRMModule, calibration
 from agentprm.records import State, Turn
 
@@ -161,7 +170,7 @@ def test_inverse_prm_fit_separates_expert_from_learner(tmp_path, scripted_rollou
 
 def test_inverse_objective_needs_expert_and_next_policy():
     with pytest.raises(ValueError, match=r"InverseObjective needs expert .*next_policy"):
-        InverseObjective(next_policy="tiny").prepare([])
+        InverseObjective(next_policy="tiny").prepare([], None)
     with pytest.raises(ValueError, match="objective form must be 'logistic' or 'linear', found 'quadratic'"):
         InverseObjective(form="quadratic")
 
@@ -383,3 +392,49 @@ def test_reference_targets_from_rollout_labels_train_a_ranking_prm(tmp_path):
         from agentprm.objectives import _reference_labels
 
         _reference_labels([str(tmp_path)])
+
+
+class OutcomeObjective(PRMObjective):
+    """A test objective: squared error of σ(Q(s, a)) against the episode's outcome, every step."""
+
+    calls = 0
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def rows(self, learners, experts, context) -> list[PRMRow]:
+        return [
+            PRMRow(
+                ((state, context.renderer.response("", step.command)),), float(t.won), t.game_id, state.key()
+            )
+            for t in learners
+            for state, step in zip(t.states(), t.steps, strict=False)
+        ]
+
+    def collate(self, examples, pad_id) -> ScoredBatch:
+        return AbsoluteObjective().collate(examples, pad_id)
+
+    def loss(self, scores, batch):
+        type(self).calls += 1
+        loss = self.scale * ((torch.sigmoid(scores) - batch.target) ** 2).mean()
+        return loss, {"loss": loss}
+
+    def predictions(self, scores, batch) -> Predictions:
+        return Predictions(torch.sigmoid(scores), batch.target, list(batch.state_key))
+
+
+def test_a_custom_objective_by_class_path_trains_end_to_end(tmp_path, scripted_rollouts):
+    """An objective defined outside the package, named by class_path: its rows, batches and loss
+    train a real PRM, and the saved PRM reloads with it."""
+    out = tmp_path / "custom"
+    rows = _fit_prm(
+        "configs/prm/absolute.yaml",
+        out,
+        4,
+        f"--model.init_args.objective={__name__}.OutcomeObjective",
+        "--model.init_args.objective.init_args.scale=2.0",
+        f"--data.init_args.rollouts=[{scripted_rollouts}]",
+    )
+    assert OutcomeObjective.calls > 10 and [r for r in rows if r.get("val/ece")]
+    prm = PRMModule.load(str(out / "prm"))
+    assert type(prm.objective) is OutcomeObjective and prm.objective.scale == 2.0

@@ -568,11 +568,11 @@ class PRMDataModule(LightningDataModule):
         h = self.hparams
         self.objective = module.objective
         learners = read_trajectories(h.rollouts)
-        experts = self.objective.prepare(learners)
+        context = RowContext(module.renderer, tuple(h.rollouts), h.seed)
+        experts = self.objective.prepare(learners, context)
         # One split over every game, so a game's demonstrations and rollouts land on the same side.
         _, val_games = split_games([t.game_id for t in [*learners, *experts]], h.val_fraction, h.seed)
         held = set(val_games)
-        context = RowContext(module.renderer, tuple(h.rollouts), h.seed)
         for side, keep in (
             ("train_set", lambda t: t.game_id not in held),
             ("val_set", lambda t: t.game_id in held),

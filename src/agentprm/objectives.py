@@ -11,7 +11,7 @@ for its rows, so no setting is repeated between model and data:
 - :class:`InverseObjective`: InversePRM, expert transitions against learner ones on the implied
   reward Q(s, a) − γ·Q(s', a'), logistic or linear (paper Eq. 9).
 
-A new objective is one class implementing :class:`PRMObjective` (CONTRIBUTING: "Adding a PRM loss"),
+A new objective is one subclass of :class:`PRMObjective` (CONTRIBUTING: "Adding a PRM loss"),
 named by ``class_path`` in a config; the math stays in :mod:`agentprm.losses` and
 :mod:`agentprm.targets`.
 """
@@ -22,7 +22,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -30,6 +30,9 @@ from agentprm import losses
 from agentprm.data import PRMBatch, PRMExample, collate_prm
 from agentprm.errors import check_range, check_sources
 from agentprm.records import State, Trajectory
+
+if TYPE_CHECKING:
+    from agentprm.prompts import Renderer
 
 __all__ = [
     "AbsoluteObjective",
@@ -66,7 +69,7 @@ class RowContext:
     """What the data module hands an objective building rows: the PRM's renderer, the rollout
     sources (reference labels live beside them) and the data seed."""
 
-    renderer: object
+    renderer: Renderer
     rollouts: tuple[str, ...]
     seed: int
 
@@ -94,7 +97,7 @@ class PRMObjective:
     pair_accuracy: bool = False
     """Whether ``val/pair_acc`` (same-state rows ordered as their targets) means something here."""
 
-    def prepare(self, learners: Sequence[Trajectory]) -> list[Trajectory]:
+    def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
         """Called once with every learner trajectory before the split by game; returns the extra
         trajectories (expert demonstrations) split alongside them and passed to :meth:`rows`."""
         return []
@@ -139,14 +142,22 @@ class TransitionBatch(PRMBatch):
     label: torch.Tensor
 
 
-def _warn_without_wins(learners: Sequence[Trajectory], rollouts: str = "the rollouts") -> None:
-    if learners and not any(t.won for t in learners):
+def _warn_without_wins(target: str, learners: Sequence[Trajectory], context: RowContext) -> None:
+    """Warn, naming the rollouts, when outcome-based targets (all but the search expert's
+    ``reference``) come from episodes none of which was won."""
+    if target != "reference" and learners and not any(t.won for t in learners):
         from lightning.pytorch.utilities import rank_zero_warn
 
         rank_zero_warn(
-            f"none of the {len(learners)} episodes in {rollouts} was won: every "
+            f"none of the {len(learners)} episodes in {', '.join(context.rollouts)} was won: every "
             "Monte-Carlo target is 0 and the PRM learns nothing about success"
         )
+
+
+def _check_discounting(discount: str, gamma: float) -> None:
+    if discount not in ("to_go", "from_start"):
+        raise ValueError(f"objective discount must be 'to_go' or 'from_start', found {discount!r}")
+    check_range("objective.gamma", gamma, 0, 1)
 
 
 def _reference_labels(rollouts: Sequence[str]) -> list:
@@ -229,17 +240,14 @@ class AbsoluteObjective(PRMObjective):
             raise ValueError(
                 f"objective target must be 'q', 'value', 'shaped' or 'reference', found {target!r}"
             )
-        if discount not in ("to_go", "from_start"):
-            raise ValueError(f"objective discount must be 'to_go' or 'from_start', found {discount!r}")
-        check_range("objective.gamma", gamma, 0, 1)
+        _check_discounting(discount, gamma)
         if target == "shaped" and not value_model:
             raise ValueError("objective target=shaped needs value_model (a PRM trained with target=value)")
         self.target, self.gamma, self.discount = target, gamma, discount
         self.value_model, self.shaping_c = value_model, shaping_c
 
-    def prepare(self, learners: Sequence[Trajectory]) -> list[Trajectory]:
-        if self.target != "reference":
-            _warn_without_wins(learners)
+    def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
+        _warn_without_wins(self.target, learners, context)
         return []
 
     def rows(self, learners, experts, context: RowContext) -> list[PRMRow]:
@@ -292,16 +300,13 @@ class RelativeObjective(PRMObjective):
     ) -> None:
         if target not in ("q", "reference"):
             raise ValueError(f"objective target must be 'q' or 'reference', found {target!r}")
-        if discount not in ("to_go", "from_start"):
-            raise ValueError(f"objective discount must be 'to_go' or 'from_start', found {discount!r}")
-        check_range("objective.gamma", gamma, 0, 1)
+        _check_discounting(discount, gamma)
         check_range("objective.delta", delta, 0)
         self.delta, self.target, self.gamma, self.discount = delta, target, gamma, discount
         self.shaping_c = shaping_c
 
-    def prepare(self, learners: Sequence[Trajectory]) -> list[Trajectory]:
-        if self.target != "reference":
-            _warn_without_wins(learners)
+    def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
+        _warn_without_wins(self.target, learners, context)
         return []
 
     def rows(self, learners, experts, context: RowContext) -> list[PRMRow]:
@@ -370,7 +375,7 @@ class InverseObjective(PRMObjective):
         self.expert, self.next_policy, self.gamma, self.form = expert, next_policy, gamma, form
         self.next_mode, self.next_temperature, self.balance = next_mode, next_temperature, balance
 
-    def prepare(self, learners: Sequence[Trajectory]) -> list[Trajectory]:
+    def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
         if not self.expert or not self.next_policy:
             raise ValueError(
                 "InverseObjective needs expert (demonstrations, e.g. [builtin:small]) and next_policy "
