@@ -69,9 +69,7 @@ def run(quick: bool = False) -> list[dict]:
     else:
         model_dir = common.bench_model(hidden=256, layers=4, heads=4, intermediate=704)
         n, target, repeats = 16, 1000, 5
-    prm = PRMModule(
-        model=str(model_dir), loss="relative", history_window=None, response_format="reason_action"
-    ).eval()
+    prm = PRMModule(model=str(model_dir), history_window=None, response_format="reason_action").eval()
     state = long_state(prm.tokenizer, prm.renderer, target)
     commands = list(state.admissible_commands)
     responses = [prm.renderer.response(f"option {i}", commands[i % len(commands)]) for i in range(n)]
@@ -84,7 +82,7 @@ def run(quick: bool = False) -> list[dict]:
     def batched() -> torch.Tensor:
         seqs = [tuple(p + r) for p, r in (prm.encode(state, x) for x in responses)]
         batch = collate_prm([PRMExample((s,)) for s in seqs], prm.tokenizer.pad_token_id)
-        return prm(batch["input_ids"], batch["attention_mask"], batch["score_index"]).float()
+        return prm(batch.input_ids, batch.attention_mask, batch.score_index).float()
 
     @torch.no_grad()
     def one_by_one() -> torch.Tensor:

@@ -7,12 +7,13 @@ order (TRL's sampler set to sequential), AdamW at lr 1e-4 (the same ``torch.opti
 implementation: TRL's default fused kernel is switched to ``adamw_torch``), gradient clipping at
 1.0, no gradient checkpointing, and the same thread count.
 
-- Ours: ``PRMModule(loss="relative")`` — its real ``training_step`` (``batch_scores``: each pair's
-  state runs once into a KV cache and chosen and rejected continue from it, as ``collate_prm`` lays
-  the batch out; ``_step`` + ``losses.bradley_terry``) and ``configure_optimizers`` — driven by a
-  real ``lightning.Trainer`` (``precision="32-true"``, ``gradient_clip_val=1.0``, as
-  ``configs/prm/relative.yaml``); a callback times ``on_train_batch_start`` → ``on_train_batch_end``
-  (forward, backward, clipping, optimiser and scheduler step; the batch is already loaded).
+- Ours: ``PRMModule(objective=RelativeObjective())`` — its real ``training_step``
+  (``batch_scores``: each pair's state runs once into a KV cache and chosen and rejected continue
+  from it, as ``collate_prm`` lays the batch out; ``_step`` + ``losses.bradley_terry``) and
+  ``configure_optimizers`` — driven by a real ``lightning.Trainer`` (``precision="32-true"``,
+  ``gradient_clip_val=1.0``, as ``configs/prm/relative.yaml``); a callback times
+  ``on_train_batch_start`` → ``on_train_batch_end`` (forward, backward, clipping, optimiser and
+  scheduler step; the batch is already loaded).
 - TRL: ``RewardTrainer`` on ``AutoModelForSequenceClassification`` loaded from the same directory;
   a ``TrainerCallback`` times ``on_step_begin`` → ``on_step_end`` (the same span).
 
@@ -85,7 +86,7 @@ def _ours(model_dir: Path, examples, pad_id: int, batch: int, warmup: int, steps
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from agentprm.data import collate_prm
+    from agentprm.objectives import RelativeObjective
     from agentprm.prm import PRMModule
 
     class StepTimer(L.Callback):
@@ -94,7 +95,7 @@ def _ours(model_dir: Path, examples, pad_id: int, batch: int, warmup: int, steps
             self.tokens: list[int] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            self.tokens.append(int(batch["attention_mask"].sum()))
+            self.tokens.append(int(batch.attention_mask.sum()))
             profiler.start(profile and batch_idx == warmup + steps - 1)
             self.start = time.perf_counter()
 
@@ -103,13 +104,17 @@ def _ours(model_dir: Path, examples, pad_id: int, batch: int, warmup: int, steps
             profiler.stop("ours: PRMModule in a Lightning Trainer")
 
     timer, profiler = StepTimer(), common.StepProfiler()
+    objective = RelativeObjective()
     loader = DataLoader(
-        examples, batch_size=batch, shuffle=False, collate_fn=functools.partial(collate_prm, pad_id=pad_id)
+        examples,
+        batch_size=batch,
+        shuffle=False,
+        collate_fn=functools.partial(objective.collate, pad_id=pad_id),
     )
     with tempfile.TemporaryDirectory() as tmp, common.PeakRSS() as mem, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(validation_step|LeafSpec).*")
         module = PRMModule(
-            model=str(model_dir), loss="relative", lr=1e-4, warmup_steps=0, **RENDERER,
+            model=str(model_dir), objective=objective, lr=1e-4, warmup_steps=0, **RENDERER,
             output_dir=str(Path(tmp) / "prm"),
         )  # fmt: skip
         trainer = L.Trainer(

@@ -32,7 +32,7 @@ fit() { # name config overrides…
 }
 fit mc-abs configs/prm/absolute.yaml
 fit mc-rel configs/prm/relative.yaml
-fit ref-abs configs/prm/absolute.yaml --data.init_args.target=reference
-fit ref-rel configs/prm/relative.yaml --data.init_args.target=reference
+fit ref-abs configs/prm/absolute.yaml --model.init_args.objective.init_args.target=reference
+fit ref-rel configs/prm/relative.yaml --model.init_args.objective.init_args.target=reference
 probe oracle oracle
 probe oracle-p0.2 "oracle?noise=0.2"

@@ -10,7 +10,7 @@ SEED=${1:-0}; D=$EXP/sft12-s0; P=$D/policy; R=$D/rollouts-ref
   --model.init_args.reference_turns=2 > "$D/roll-ref.log" 2>&1
 if [ ! -f "$D/prm-ref/model/head.pt" ]; then
   $AGENTPRM fit -c configs/prm/relative.yaml --model.init_args.model="$P" --data.init_args.rollouts="[$R]" \
-    --data.init_args.target=reference --trainer.max_epochs=1 --trainer.default_root_dir="$D/prm-ref" \
+    --model.init_args.objective.init_args.target=reference --trainer.max_epochs=1 --trainer.default_root_dir="$D/prm-ref" \
     --model.init_args.output_dir="$D/prm-ref/model" > "$D/prm-ref.log" 2>&1
 fi
 export BASE=$D/crn EXP

@@ -44,18 +44,29 @@ def test_targets_errors_are_one_line(tmp_path, capsys, scripted_rollouts):
 
 
 def test_a_stage_constructor_error_is_its_own_line_not_a_union_report(capsys):
-    argv = ["fit", "-c", str(ROOT / "configs/prm/absolute.yaml"), "--data.init_args.target=advantage"]
+    argv = [
+        "fit",
+        "-c",
+        str(ROOT / "configs/prm/absolute.yaml"),
+        "--model.init_args.objective.init_args.gamma=1.5",
+    ]
     assert main(argv) == 2
     line = _one_line(capsys, "agentprm fit")
-    assert "data.target must be 'q', 'value', 'shaped' or 'reference', found 'advantage'" in line
+    assert "objective.gamma must be in [0, 1], found 1.5" in line
     assert "Union" not in line
 
 
 def test_debug_shows_the_traceback(capsys):
-    argv = ["fit", "--debug", "-c", str(ROOT / "configs/prm/absolute.yaml"), "--data.init_args.target=x"]
+    argv = [
+        "fit",
+        "--debug",
+        "-c",
+        str(ROOT / "configs/prm/absolute.yaml"),
+        "--model.init_args.objective.init_args.gamma=2",
+    ]
     with pytest.raises(Exception) as info:
         main(argv)
-    assert "data.target must be" in one_line(expected_error(info.value))
+    assert "objective.gamma must be" in one_line(expected_error(info.value))
 
 
 def test_test_probe_report_compare_and_games_errors_are_one_line(tmp_path, capsys):
@@ -159,13 +170,14 @@ def test_a_fit_that_cannot_save_fails_before_training(tmp_path, capsys):
         ("RolloutDataModule(max_games=-3)", r"data.max_games must be >= 1 \(or null\), found -3"),
         ("RolloutDataModule(rollouts_per_game=0)", "data.rollouts_per_game must be >= 1, found 0"),
         ("SFTDataModule(val_fraction=1.0)", r"data.val_fraction must be in \[0, 1\), found 1.0"),
-        ("PRMDataModule(rollouts=['x'], gamma=1.5)", r"data.gamma must be in \[0, 1\], found 1.5"),
+        ("AbsoluteObjective(gamma=1.5)", r"objective.gamma must be in \[0, 1\], found 1.5"),
         ("PolicyDataModule(rollouts=['x'], batch_size=0)", "data.batch_size must be >= 1, found 0"),
     ],
 )
 def test_boundary_values_are_refused_naming_the_setting(build, message):
-    from agentprm.data import PRMDataModule, RolloutDataModule, SFTDataModule  # noqa: F401
+    from agentprm.data import RolloutDataModule, SFTDataModule  # noqa: F401
     from agentprm.dpo import PolicyDataModule  # noqa: F401
+    from agentprm.objectives import AbsoluteObjective  # noqa: F401
 
     with pytest.raises(ValueError, match=message):
         eval(build)

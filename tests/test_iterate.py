@@ -140,6 +140,10 @@ def test_iterate_names_missing_stage_configs(tmp_path, capsys):
     ("arg", "said"),
     [
         ("--model.init_args.lrr=0.1", "stages.prm: model: Option 'lrr' is not accepted"),
+        (
+            "--model.init_args.objective.init_args.delta=0.1",
+            "stages.prm: model.objective: Option 'delta' is not accepted",
+        ),
         ("--trainer.max_epochs=abc", "stages.prm: trainer.max_epochs: expected int or None, given 'abc'"),
     ],
 )

@@ -95,10 +95,17 @@ def test_paper_hyper_parameters():
 
     assert prm["model"]["init_args"]["lr"] == 5e-5 and prm["trainer"]["max_epochs"] == 1
     assert global_batch(prm) == 128
-    assert prm["data"]["init_args"]["gamma"] == 0.95 and prm["data"]["init_args"]["discount"] == "to_go"
+    objective = prm["model"]["init_args"]["objective"]
+    assert objective["class_path"] == "agentprm.objectives.AbsoluteObjective"
+    assert objective["init_args"]["gamma"] == 0.95 and objective["init_args"]["discount"] == "to_go"
     i = inverse["model"]["init_args"]
-    assert (i["loss"], i["lr"], i["gamma"], global_batch(inverse)) == ("inverse", 4.9e-5, 0.95, 384)
-    assert inverse["data"]["init_args"]["loss"] == "inverse"
+    o = i["objective"]
+    assert (o["class_path"], i["lr"], o["init_args"]["gamma"], global_batch(inverse)) == (
+        "agentprm.objectives.InverseObjective",
+        4.9e-5,
+        0.95,
+        384,
+    )
 
     p = policy["model"]["init_args"]
     assert (p["beta"], p["lr"], p["temperature"], p["samples_per_state"]) == (0.03, 8e-7, 0.7, 2)

@@ -11,6 +11,16 @@ import torch
 
 from agentprm.cli import main
 from agentprm.data import PRMExample, collate_prm
+from agentprm.objectives import (
+    AbsoluteObjective,
+    InverseObjective,
+    PairBatch,
+    Predictions,
+    PRMObjective,
+    PRMRow,
+    RelativeObjective,
+    ScoredBatch,
+)
 from agentprm.prm import PRMModule, calibration
 from agentprm.records import State, Turn
 
@@ -43,7 +53,7 @@ def test_shared_prefix_scores_equal_scoring_each_pair_alone():
     batch = collate_prm(examples, prm.tokenizer.pad_token_id)
     prm.eval()
     with torch.no_grad():
-        alone = prm(batch["input_ids"], batch["attention_mask"], batch["score_index"])
+        alone = prm(batch.input_ids, batch.attention_mask, batch.score_index)
     assert shared.shape == (4,) and shared.std() > 1e-3  # the candidates really score differently
     torch.testing.assert_close(shared, alone.float(), rtol=1e-4, atol=1e-4)
 
@@ -71,9 +81,7 @@ def test_score_batch_equals_each_state_alone_and_scores_repeats_once():
         examples = [PRMExample((tuple(p + r),)) for p, r in (prm.encode(s, x) for x in rs)]
         batch = collate_prm(examples, prm.tokenizer.pad_token_id, share_prefix=False)
         with torch.no_grad():
-            expected.append(
-                prm.eval()(batch["input_ids"], batch["attention_mask"], batch["score_index"]).float()
-            )
+            expected.append(prm.eval()(batch.input_ids, batch.attention_mask, batch.score_index).float())
     for limit in (1, 3, 256):  # states grouped into forwards of at most `limit` distinct responses
         prm.max_score_rows = limit
         got = prm.score_batch(states, responses)
@@ -150,40 +158,38 @@ def test_inverse_prm_fit_separates_expert_from_learner(tmp_path, scripted_rollou
         out,
         5,
         f"--data.init_args.rollouts=[{tmp_path / 'learner'}]",
-        f"--data.init_args.expert=[{tmp_path / 'expert.jsonl'}]",
-        "--data.init_args.next_policy=tiny",
+        f"--model.init_args.objective.init_args.expert=[{tmp_path / 'expert.jsonl'}]",
+        "--model.init_args.objective.init_args.next_policy=tiny",
     )
     final = [r for r in rows if r.get("val/loss")][-1]
     assert float(final["val/acc"]) > 0.6 and float(final["val/reward_gap"]) > 0, final
     prm = PRMModule.load(str(out / "prm"))
-    assert prm.hparams.loss == "inverse" and prm.hparams.gamma == 0.95
+    assert isinstance(prm.objective, InverseObjective) and prm.objective.gamma == 0.95
     assert (out / "prm" / "calibration.json").is_file()
 
 
-def test_inverse_data_needs_expert_and_next_policy():
-    from agentprm.data import PRMDataModule
-
-    with pytest.raises(ValueError, match=r"data.expert .*data.next_policy"):
-        PRMDataModule(rollouts=["x"], loss="inverse")
-    with pytest.raises(ValueError, match="'absolute', 'relative' or 'inverse'"):
-        PRMDataModule(rollouts=["x"], loss="inversed")
+def test_inverse_objective_needs_expert_and_next_policy():
+    with pytest.raises(ValueError, match=r"InverseObjective needs expert .*next_policy"):
+        InverseObjective(next_policy="tiny").prepare([], None)
+    with pytest.raises(ValueError, match="objective form must be 'logistic' or 'linear', found 'quadratic'"):
+        InverseObjective(form="quadratic")
 
 
 def test_inverse_collate_and_step_read_next_scores():
     """Terminal rows carry one sequence, the others two; the implied reward uses the right scores."""
-    prm = PRMModule("tiny", loss="inverse", gamma=0.5)
+    prm = PRMModule("tiny", objective=InverseObjective(gamma=0.5))
     examples = [
         PRMExample(((1, 2, 3), (4, 5)), 1.0),
         PRMExample(((6, 7),), 0.0),
         PRMExample(((8,), (9,)), 0.0),
     ]
-    batch = collate_prm(examples, prm.tokenizer.pad_token_id)
-    assert batch["num_sequences"].tolist() == [2, 1, 2]
+    batch = prm.objective.collate(examples, prm.tokenizer.pad_token_id)
+    assert batch.num_sequences.tolist() == [2, 1, 2]
     scores = torch.tensor([2.0, 1.0, -3.0, 0.5, 4.0])
-    _, _, probs, labels = prm._inverse_step(scores, batch)
+    seen = prm.objective.predictions(scores, batch)
     # r̂ = [2 − 0.5·1, −3 (terminal), 0.5 − 0.5·4]
-    torch.testing.assert_close(probs, torch.sigmoid(torch.tensor([1.5, -3.0, -1.5])))
-    assert labels.tolist() == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(seen.probs, torch.sigmoid(torch.tensor([1.5, -3.0, -1.5])))
+    assert seen.targets.tolist() == [1.0, 0.0, 0.0]
 
 
 def _state(n_history: int, observation: str) -> State:
@@ -214,21 +220,23 @@ def _pair_batches(prm: PRMModule):
         seqs = tuple(tuple(p + r) for p, r in (prm.encode(state, x) for x in responses))
         examples.append(PRMExample(seqs, 1.0, state.game_id, state.key()))
     pad = prm.tokenizer.pad_token_id
-    return collate_prm(examples, pad), collate_prm(examples, pad, share_prefix=False)
+    return prm.objective.collate(examples, pad), collate_prm(
+        examples, pad, share_prefix=False, kind=PairBatch
+    )
 
 
 def test_shared_prefix_training_scores_and_gradients_equal_whole_sequences():
     """Each pair's state runs once (one left-padded prefix batch, the responses against its KV cache):
     scores, the Bradley–Terry loss and the gradients equal those of the whole sequences."""
     torch.manual_seed(0)
-    prm = PRMModule("tiny", loss="relative", head_init_std=1.0).train()
+    prm = PRMModule("tiny", objective=RelativeObjective(), head_init_std=1.0).train()
     shared, whole = _pair_batches(prm)
-    assert "prefix_ids" not in whole and shared["prefix_ids"].shape[0] == 3  # three states, eight sequences
-    lengths = shared["prefix_mask"].sum(1)
+    assert not whole.shares_prefixes and shared.prefix_ids.shape[0] == 3  # three states, eight sequences
+    lengths = shared.prefix_mask.sum(1)
     assert len(set(lengths.tolist())) == 3  # prefixes of different lengths: left padding is exercised
-    assert shared["prefix_index"].tolist() == [0, 0, 1, 1, 2, 2, 2, 2]
-    laid_out = shared["prefix_mask"].sum() + shared["continuation_mask"].sum()
-    assert laid_out < whole["attention_mask"].sum()  # each state's tokens once
+    assert shared.prefix_index.tolist() == [0, 0, 1, 1, 2, 2, 2, 2]
+    laid_out = shared.prefix_mask.sum() + shared.continuation_mask.sum()
+    assert laid_out < whole.attention_mask.sum()  # each state's tokens once
 
     params = {
         "head": prm.head.weight,
@@ -279,7 +287,9 @@ def test_shared_prefix_batch_groups_sequences_by_state():
 def test_gradient_checkpointing_scores_whole_sequences():
     """Checkpointed layers drop the KV cache in training, so the shared layout is not used there."""
     torch.manual_seed(0)
-    prm = PRMModule("tiny", loss="relative", head_init_std=1.0, gradient_checkpointing=True).train()
+    prm = PRMModule(
+        "tiny", objective=RelativeObjective(), head_init_std=1.0, gradient_checkpointing=True
+    ).train()
     shared, whole = _pair_batches(prm)
     torch.testing.assert_close(prm.batch_scores(shared), prm.batch_scores(whole), rtol=1e-4, atol=1e-4)
 
@@ -300,13 +310,9 @@ def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollo
     v_won, v_lost = (float(value.score(s, [""])[0]) for s in (won, lost))
     assert v_won > v_lost  # the walkthrough's states are worth more than the 'inventory' loop's
 
-    data = PRMDataModule(
-        rollouts=[str(scripted_rollouts)],
-        target="shaped",
-        value_model=str(tmp_path / "value" / "prm"),
-        val_fraction=0.25,
-    )
-    data.trainer = SimpleNamespace(lightning_module=PRMModule("tiny"))  # setup reads its tokenizer
+    data = PRMDataModule(rollouts=[str(scripted_rollouts)], val_fraction=0.25)
+    shaped = AbsoluteObjective(target="shaped", value_model=str(tmp_path / "value" / "prm"))
+    data.trainer = SimpleNamespace(lightning_module=PRMModule("tiny", objective=shaped))  # its objective
     data.setup("fit")
     held = {e.game_id for e in data.val_set}
     train = [t for t in played if t.game_id not in held]
@@ -325,21 +331,19 @@ def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollo
         tmp_path / "shaped",
         6,
         rollouts,
-        f"--data.init_args.value_model={tmp_path / 'value' / 'prm'}",
+        f"--model.init_args.objective.init_args.value_model={tmp_path / 'value' / 'prm'}",
         drop=0.9,  # soft targets in (0, 1): the loss cannot fall below their entropy
     )
     assert float([r for r in shaped if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
 
 
 def test_value_and_shaped_targets_reject_bad_settings():
-    from agentprm.data import PRMDataModule
-
-    with pytest.raises(ValueError, match="'q', 'value', 'shaped' or 'reference'"):
-        PRMDataModule(rollouts=["x"], target="advantage")
-    with pytest.raises(ValueError, match=r"data\.target=value needs data\.loss=absolute"):
-        PRMDataModule(rollouts=["x"], loss="relative", target="value")
-    with pytest.raises(ValueError, match=r"data\.value_model"):
-        PRMDataModule(rollouts=["x"], target="shaped")
+    with pytest.raises(ValueError, match="'q', 'value', 'shaped' or 'reference', found 'advantage'"):
+        AbsoluteObjective(target="advantage")
+    with pytest.raises(ValueError, match="objective target must be 'q' or 'reference', found 'value'"):
+        RelativeObjective(target="value")
+    with pytest.raises(ValueError, match=r"target=shaped needs value_model"):
+        AbsoluteObjective(target="shaped")
 
 
 def test_reference_targets_from_rollout_labels_train_a_ranking_prm(tmp_path):
@@ -381,12 +385,56 @@ def test_reference_targets_from_rollout_labels_train_a_ranking_prm(tmp_path):
         tmp_path / "prm",
         4,
         f"--data.init_args.rollouts=[{out}]",
-        "--data.init_args.target=reference",
-        "--data.init_args.loss=relative",
-        "--model.init_args.loss=relative",
+        "--model.init_args.objective.init_args.target=reference",
     )
     assert float([r for r in rows if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
     with pytest.raises(FileNotFoundError, match="no reference labels"):
-        from agentprm.data import PRMDataModule
+        from agentprm.objectives import _reference_labels
 
-        PRMDataModule(rollouts=[str(tmp_path)], target="reference")._reference_labels()
+        _reference_labels([str(tmp_path)])
+
+
+class OutcomeObjective(PRMObjective):
+    """A test objective: squared error of σ(Q(s, a)) against the episode's outcome, every step."""
+
+    calls = 0
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def rows(self, learners, experts, context) -> list[PRMRow]:
+        return [
+            PRMRow(
+                ((state, context.renderer.response("", step.command)),), float(t.won), t.game_id, state.key()
+            )
+            for t in learners
+            for state, step in zip(t.states(), t.steps, strict=False)
+        ]
+
+    def collate(self, examples, pad_id) -> ScoredBatch:
+        return AbsoluteObjective().collate(examples, pad_id)
+
+    def loss(self, scores, batch):
+        type(self).calls += 1
+        loss = self.scale * ((torch.sigmoid(scores) - batch.target) ** 2).mean()
+        return loss, {"loss": loss}
+
+    def predictions(self, scores, batch) -> Predictions:
+        return Predictions(torch.sigmoid(scores), batch.target, list(batch.state_key))
+
+
+def test_a_custom_objective_by_class_path_trains_end_to_end(tmp_path, scripted_rollouts):
+    """An objective defined outside the package, named by class_path: its rows, batches and loss
+    train a real PRM, and the saved PRM reloads with it."""
+    out = tmp_path / "custom"
+    rows = _fit_prm(
+        "configs/prm/absolute.yaml",
+        out,
+        4,
+        f"--model.init_args.objective={__name__}.OutcomeObjective",
+        "--model.init_args.objective.init_args.scale=2.0",
+        f"--data.init_args.rollouts=[{scripted_rollouts}]",
+    )
+    assert OutcomeObjective.calls > 10 and [r for r in rows if r.get("val/ece")]
+    prm = PRMModule.load(str(out / "prm"))
+    assert type(prm.objective) is OutcomeObjective and prm.objective.scale == 2.0

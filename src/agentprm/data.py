@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -26,6 +27,7 @@ from agentprm.sampling import chat_ids, left_pad, response_ids, right_pad
 __all__ = [
     "EpisodeBatch",
     "LengthGroupedSampler",
+    "PRMBatch",
     "PRMDataModule",
     "PRMExample",
     "RolloutDataModule",
@@ -38,6 +40,9 @@ __all__ = [
     "shared_prefix_batch",
     "spread",
 ]
+
+if TYPE_CHECKING:
+    from agentprm.objectives import PRMRow
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -399,22 +404,47 @@ class PRMExample:
     state_keys: tuple[str, ...] = ()
 
 
-def collate_prm(
-    examples: Sequence[PRMExample], pad_id: int, share_prefix: bool = True
-) -> dict[str, torch.Tensor]:
-    """Right-padded batch of every sequence (pairs flattened as chosen, rejected, …).
+@dataclass
+class PRMBatch:
+    """The sequences of a PRM batch as :meth:`agentprm.prm.PRMModule.batch_scores` reads them.
 
-    Returns ``input_ids``, ``attention_mask``, ``score_index`` (each sequence's last token: the
-    end of the assistant turn), ``target`` and ``num_sequences`` (one per example: 1 for absolute
-    and terminal InversePRM rows, 2 for pairs and (s, a), (s', a') transitions).
-
-    With ``share_prefix``, when sequences of one state (a pair's, or rows of the same state key)
-    share a token prefix, the batch also lays each shared prefix out once (see
+    ``input_ids``/``attention_mask`` ``[N, L]`` right-padded, every example's sequences in order;
+    ``score_index`` ``[N]`` each sequence's last token (the end of the assistant turn);
+    ``num_sequences`` ``[B]`` per example; ``state_key`` per example. When sequences of one state
+    share a token prefix, the prefix fields lay each shared prefix out once (see
     :func:`shared_prefix_batch`): ``prefix_ids``/``prefix_mask`` ``[G, P]`` (left-padded),
     ``continuation_ids``/``continuation_mask`` ``[N, C]`` (right-padded, in the order of
-    ``input_ids``) and ``prefix_index`` ``[N]``; sequence n is ``prefix_ids[prefix_index[n]]`` (its
-    real tokens) followed by ``continuation_ids[n]``.
+    ``input_ids``) and ``prefix_index`` ``[N]``; otherwise they are None. Each objective extends it
+    with its own fields (:mod:`agentprm.objectives`).
     """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    score_index: torch.Tensor
+    num_sequences: torch.Tensor
+    state_key: list[str]
+    prefix_ids: torch.Tensor | None = None
+    prefix_mask: torch.Tensor | None = None
+    continuation_ids: torch.Tensor | None = None
+    continuation_mask: torch.Tensor | None = None
+    prefix_index: torch.Tensor | None = None
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether the batch lays shared prefixes out once."""
+        return self.prefix_ids is not None
+
+
+def collate_prm(
+    examples: Sequence[PRMExample],
+    pad_id: int,
+    share_prefix: bool = True,
+    kind: type[PRMBatch] = PRMBatch,
+    **fields,
+) -> PRMBatch:
+    """A ``kind`` batch of every sequence of ``examples`` (pairs flattened as chosen, rejected, …)
+    plus an objective's own ``fields``; with ``share_prefix`` the shared prefixes are laid out once
+    when sequences of one state (a pair's, or rows of the same state key) share tokens."""
     seqs = [s for e in examples for s in e.sequences]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -422,17 +452,16 @@ def collate_prm(
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-    batch = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "score_index": torch.tensor([len(s) - 1 for s in seqs]),
-        "target": torch.tensor([e.target for e in examples], dtype=torch.float32),
-        "num_sequences": torch.tensor([len(e.sequences) for e in examples]),
-        "state_key": [e.state_key for e in examples],
-    }
-    if share_prefix:
-        batch.update(shared_prefix_batch(examples, pad_id))
-    return batch
+    shared = shared_prefix_batch(examples, pad_id) if share_prefix else {}
+    return kind(
+        input_ids=ids,
+        attention_mask=mask,
+        score_index=torch.tensor([len(s) - 1 for s in seqs]),
+        num_sequences=torch.tensor([len(e.sequences) for e in examples]),
+        state_key=[e.state_key for e in examples],
+        **shared,
+        **fields,
+    )
 
 
 def _common_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -489,248 +518,93 @@ def shared_prefix_batch(examples: Sequence[PRMExample], pad_id: int) -> dict[str
 
 
 class PRMDataModule(LightningDataModule):
-    """Rollouts (and, for InversePRM, expert demonstrations) → PRM training data, split by game.
+    """Rollouts → PRM training data, split by game, as the PRM's objective asks.
 
-    Targets are built in ``setup()`` with the PRM's own tokenizer and renderer:
-
-    - ``absolute``: one row per (state, response) with its Monte-Carlo Q̂ (soft-BCE target); with
-      ``target: value`` one row per state with its V̂(s) and an empty response (a value model), with
-      ``target: shaped`` the Q targets shaped by such a value model (paper §4.2, see below);
-    - ``relative``: preference pairs between commands at the same state (Bradley–Terry);
-    - ``inverse``: InversePRM transitions (s, a, s', a'): expert demonstrations are the positives
-      (label 1), the learner ``rollouts`` the negatives (label 0); at each expert next state s' the
-      next action a' is sampled from ``next_policy`` (π_{i−1}), learners keep their logged a'.
+    The rows come from the objective of the :class:`~agentprm.prm.PRMModule` this data is trained
+    with (``model.init_args.objective``, :mod:`agentprm.objectives`): Monte-Carlo or shaped Q
+    targets, state values, preference pairs or InversePRM transitions. In ``setup()`` the objective
+    reads any extra trajectories it needs (InversePRM's expert demonstrations), every game is split
+    once (a game's demonstrations and rollouts land on the same side), each side's rows are built
+    and tokenised with the PRM's own tokenizer and renderer, and batches are the objective's typed
+    batches.
 
     Args:
         rollouts: Directories (or files) of Trajectory JSONL, e.g. ``runs/x/rollouts/iter_0``. For
-            ``inverse`` these are the learner (negative) trajectories, e.g. every past policy's.
-        loss: ``absolute``, ``relative`` or ``inverse``.
-        gamma: Discount of the Monte-Carlo targets (paper: 0.95); not used by ``inverse`` (the
-            module's ``gamma`` enters its loss).
-        discount: ``to_go`` (the paper's γ^(T−1−t)·r) or ``from_start`` (the reference code's).
-        delta: Preference margin, in units of Q̂ ∈ [0, 1].
-        expert: ``inverse`` only: the positives, as JSONL files/directories of won Trajectory
-            records, or ``builtin:<set>`` for the built-in search expert on that set's train split.
-        next_policy: ``inverse`` only: the policy directory a' ~ π(·|s') is sampled from.
-        next_mode: How a' is sampled: ``admissible`` or ``generate``.
-        next_temperature: Sampling temperature of a'.
-        balance: ``inverse`` only: subsample whole trajectories so both sides keep as many.
-        target: ``absolute`` only: ``q`` (Monte-Carlo Q̂(s, a)), ``value`` (Monte-Carlo V̂(s), the
-            response left empty: trains the value model that ``shaped`` reads) or ``shaped``
-            (reference-policy shaping, :func:`agentprm.targets.shaped_q_targets`: the outcome plus
-            γ·V(s') − V(s) with V the logit of ``value_model``, squashed to (0, 1) with slope
-            ``shaping_c`` / IQR). Shaping replaces the 0/1 outcome noise of single rollouts by a
-            learned value of the state each action led to.
-            ``reference``: the search expert's values on the learner's states, read from the labels
-            the rollout wrote (``reference_turns``, :func:`agentprm.targets.reference_targets`):
-            with ``loss: absolute`` the expert's advantage A^μ(s, a) = Q^μ(s, a) − V^μ(s) of the
-            taken and the labelled commands, squashed like ``shaped``; with ``loss: relative``
-            every pair of labelled commands at a state whose Q^μ differ by ≥ ``delta``.
-        value_model: ``target: shaped`` only: a PRM directory trained with ``target: value``.
-        shaping_c: ``target: shaped`` only: the squashing constant c (paper code: 3.0).
+            InversePRM these are the learner (negative) trajectories, e.g. every past policy's.
         val_fraction: Share of games held out for validation.
         batch_size: Examples per batch (a pair or a transition counts once).
         max_length: Longest sequence in tokens; longer ones are skipped and counted.
-        seed: Seed of the game split, the balancing and the a' sampler.
+        seed: Seed of the game split and of the objective's sampling (InversePRM's balancing and a').
     """
 
     def __init__(
         self,
         rollouts: list[str],
-        loss: str = "absolute",
-        gamma: float = 0.95,
-        discount: str = "to_go",
-        delta: float = 0.015,
-        expert: list[str] | None = None,
-        next_policy: str | None = None,
-        next_mode: str = "admissible",
-        next_temperature: float = 1.0,
-        balance: bool = True,
-        target: str = "q",
-        value_model: str | None = None,
-        shaping_c: float = 3.0,
         val_fraction: float = 0.15,
         batch_size: int = 16,
         max_length: int = 1024,
         seed: int = 42,
     ) -> None:
         super().__init__()
-        check_range("data.gamma", gamma, 0, 1)
         check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
         check_range("data.batch_size", batch_size, 1)
         check_range("data.max_length", max_length, 1)
-        if loss not in ("absolute", "relative", "inverse"):
-            raise ValueError(f"data.loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
-        if loss == "inverse" and (not expert or not next_policy):
-            raise ValueError(
-                "data.loss=inverse needs data.expert (demonstrations, e.g. [builtin:small]) and "
-                "data.next_policy (the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
-            )
-        if target not in ("q", "value", "shaped", "reference"):
-            raise ValueError(f"data.target must be 'q', 'value', 'shaped' or 'reference', found {target!r}")
-        if target == "reference" and loss == "inverse":
-            raise ValueError("data.target=reference needs data.loss=absolute or relative")
-        if target not in ("q", "reference") and loss != "absolute":
-            raise ValueError(f"data.target={target} needs data.loss=absolute, found {loss!r}")
-        if target == "shaped" and not value_model:
-            raise ValueError(
-                "data.target=shaped needs data.value_model (a PRM trained with data.target=value)"
-            )
         check_sources("data.rollouts", rollouts)  # inputs checked before any model is loaded
-        check_sources("data.expert", expert)
         self.save_hyperparameters()
         self.train_set: list[PRMExample] = []
         self.val_set: list[PRMExample] = []
         self.skipped_too_long = 0
 
-    def _rows(self, trajectories: Sequence[Trajectory], experts: Sequence[Trajectory], renderer) -> list:
-        """(state, responses, target, game) rows; each response is paired with its own state."""
-        from agentprm import targets
-
-        h = self.hparams
-        if h.loss == "inverse":
-            transitions = targets.inverse_transitions(
-                experts, trajectories, self._next_sampler(renderer), balance=h.balance, seed=h.seed
-            )
-            return [
-                (
-                    ((t.state, t.response),)
-                    if t.terminal
-                    else ((t.state, t.response), (t.next_state, t.next_response)),
-                    t.label,
-                    t.game_id,
-                    t.state.key(),
-                )
-                for t in transitions
-            ]
-        if h.target == "reference":
-            q, pairs = targets.reference_targets(
-                trajectories,
-                self._reference_labels(),
-                lambda command: renderer.response("", command),
-                c=h.shaping_c,
-                delta=h.delta,
-            )
-            if h.loss == "relative":
-                return [
-                    (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key())
-                    for p in pairs
-                ]
-            return [(((t.state, r),), t.q, t.game_ids[0], t.state.key()) for t in q for r in t.responses]
-        if h.target == "value":
-            values = targets.state_values(trajectories, h.gamma, h.discount)
-            return [(((v.state, ""),), v.v, v.game_ids[0], v.state.key()) for v in values]
-        if h.target == "shaped":
-            q = targets.shaped_q_targets(
-                trajectories, self._value_fn(), h.gamma, h.shaping_c, mode=h.discount
-            )
-        else:
-            q = targets.mc_q_targets(trajectories, h.gamma, h.discount)
-        if h.loss == "absolute":
-            return [(((t.state, r),), t.q, t.game_ids[0], t.state.key()) for t in q for r in t.responses]
-        pairs = targets.preference_pairs(q, h.delta)
-        return [
-            (((p.state, p.chosen), (p.state, p.rejected)), 1.0, p.game_ids[0], p.state.key()) for p in pairs
-        ]
-
-    def _reference_labels(self) -> list:
-        """The reference labels written beside the rollouts (``<dir>/reference/*.jsonl``)."""
-        from pathlib import Path
-
-        from agentprm.reference import ReferenceLabels
-
-        files = [
-            f for d in map(Path, self.hparams.rollouts) for f in sorted((d / "reference").glob("*.jsonl"))
-        ]
-        if not files:
-            raise FileNotFoundError(
-                f"data.target=reference: no reference labels in {self.hparams.rollouts} "
-                "(<rollouts>/reference/*.jsonl); roll out with --model.init_args.reference_turns=K"
-            )
-        return [label for f in files for label in read_jsonl(f, ReferenceLabels)]
-
-    def _value_fn(self):
-        """V(s) for a list of states: the value model's logit of the state with an empty response."""
-        from agentprm.prm import PRMModule
-
-        model = PRMModule.load(self.hparams.value_model)
-        return lambda states: [float(v[0]) for v in model.score_batch(states, [[""]] * len(states))]
-
-    def _next_sampler(self, renderer):
-        """a' ~ π(·|s') for a list of states: one sampled response each (seeded)."""
-        from agentprm.backbone import load_causal_lm, load_tokenizer
-        from agentprm.sampling import HFSampler
-
-        h = self.hparams
-        policy = HFSampler(
-            load_causal_lm(h.next_policy),
-            load_tokenizer(h.next_policy),
-            renderer,
-            h.next_mode,
-            h.next_temperature,
-            seed=h.seed,
-        )
-        return lambda states: [s[0].text for s in policy.sample(states, 1)]
-
-    def _examples(self, rows, encode) -> list[PRMExample]:
+    def _examples(self, rows: Sequence[PRMRow], encode) -> list[PRMExample]:
         out: list[PRMExample] = []
-        for pairs, value, game, key in rows:
-            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for state, x in pairs))
+        for row in rows:
+            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for state, x in row.sequences))
             if max(map(len, seqs)) > self.hparams.max_length:
                 self.skipped_too_long += 1
                 continue
-            out.append(PRMExample(seqs, value, game, key, tuple(state.key() for state, _ in pairs)))
+            keys = tuple(state.key() for state, _ in row.sequences)
+            out.append(PRMExample(seqs, row.target, row.game_id, row.state_key, keys))
         return out
-
-    def _experts(self) -> list[Trajectory]:
-        from agentprm.rollout import expert_demonstrations
-
-        found: list[Trajectory] = []
-        for source in self.hparams.expert or []:
-            if source.startswith("builtin:"):
-                found += expert_demonstrations(source, "train")
-            else:
-                found += read_trajectories([source])
-        return found
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set:
             return
+        from agentprm.objectives import RowContext
         from agentprm.targets import split_games
 
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "encode"):
-            raise ValueError("PRMDataModule is used with a PRMModule, whose tokenizer and renderer it uses")
-        h = self.hparams
-        learners = read_trajectories(h.rollouts)
-        if h.loss != "inverse" and h.target != "reference" and not any(t.won for t in learners):
-            from lightning.pytorch.utilities import rank_zero_warn
-
-            rank_zero_warn(
-                f"none of the {len(learners)} episodes in {', '.join(h.rollouts)} was won: every "
-                "Monte-Carlo target is 0 and the PRM learns nothing about success"
+        if module is None or not hasattr(module, "objective"):
+            raise ValueError(
+                "PRMDataModule is used with a PRMModule, whose objective, tokenizer and renderer it uses"
             )
-        experts = self._experts() if h.loss == "inverse" else []
+        h = self.hparams
+        self.objective = module.objective
+        learners = read_trajectories(h.rollouts)
+        context = RowContext(module.renderer, tuple(h.rollouts), h.seed)
+        experts = self.objective.prepare(learners, context)
         # One split over every game, so a game's demonstrations and rollouts land on the same side.
         _, val_games = split_games([t.game_id for t in [*learners, *experts]], h.val_fraction, h.seed)
         held = set(val_games)
-        train = [t for t in learners if t.game_id not in held]
-        val = [t for t in learners if t.game_id in held]
-        experts_train = [t for t in experts if t.game_id not in held]
-        experts_val = [t for t in experts if t.game_id in held]
-        self.train_set = self._examples(self._rows(train, experts_train, module.renderer), module.encode)
-        self.val_set = self._examples(self._rows(val, experts_val, module.renderer), module.encode)
+        for side, keep in (
+            ("train_set", lambda t: t.game_id not in held),
+            ("val_set", lambda t: t.game_id in held),
+        ):
+            rows = self.objective.rows(
+                [t for t in learners if keep(t)], [t for t in experts if keep(t)], context
+            )
+            setattr(self, side, self._examples(rows, module.encode))
         self.pad_id = module.tokenizer.pad_token_id
+        name = type(self.objective).__name__
         if not self.train_set:
-            raise ValueError(f"no {h.loss} PRM examples in {h.rollouts}")
-        log.info("PRM (%s): %d train / %d val examples", h.loss, len(self.train_set), len(self.val_set))
+            raise ValueError(f"no {name} PRM examples in {h.rollouts}")
+        log.info("PRM (%s): %d train / %d val examples", name, len(self.train_set), len(self.val_set))
 
     def _loader(self, data: list[PRMExample], shuffle: bool) -> DataLoader:
         return DataLoader(
             data,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
-            collate_fn=functools.partial(collate_prm, pad_id=self.pad_id),
+            collate_fn=functools.partial(self.objective.collate, pad_id=self.pad_id),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -235,35 +235,15 @@ def _check_stage(name: str, stage: Stage, fragments: Sequence[str]) -> None:
     from agentprm.runner import run_lightning
 
     argv = [_VERBS[name], *_config_flags([*stage.configs, *fragments]), *stage.args, "--print_config"]
-    err = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             run_lightning(argv)
     except SystemExit as done:
         if done.code in (0, None):
             return
-        raise ValueError(f"stages.{name}: {_parser_error(err.getvalue(), done.code)}") from None
-
-
-def _parser_error(text: str, code) -> str:
-    """The gist of a jsonargparse error report: the key, what it expected and what it was given."""
-    import re
-
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(lines) if line.startswith("error: ")), None)
-    if start is None:
-        return lines[-1] if lines else f"exit status {code}"
-    report = [lines[start][len("error: ") :], *lines[start + 1 :]]
-    found = re.search(r'Parser key "([^"]+)"', report[0])
-    key = f"{found.group(1)}: " if found else ""
-    if refused := next((line for line in report if "not accepted" in line), None):
-        return key + refused.lstrip("- ")
-    expected = [t.replace("NoneType", "None") for t in re.findall(r"Expected a <class '([^']+)'>", text)]
-    given = next((line.split(":", 1)[1].strip() for line in report if line.startswith("Given value:")), None)
-    if expected and given is not None:
-        return f"{key}expected {' or '.join(expected)}, given {given!r}"
-    plain = [line for line in report[1:] if not line.startswith(("Subtypes:", "Errors:", "Given"))]
-    return key + (plain[0].lstrip("- ") if plain else report[0])
+        raise ValueError(f"stages.{name}: exit status {done.code}") from None
+    except ValueError as err:  # the parser's error, as one line (runner.parser_error)
+        raise ValueError(f"stages.{name}: {err}") from None
 
 
 def _needs_isolation(fragments: Sequence[str]) -> bool:
@@ -363,12 +343,13 @@ def iterate(cfg: IterateConfig, log: Callable[[str], None] = print) -> dict:
         if cfg.prm_init == "policy":
             extra.append(f"--model.init_args.model={policy}")
         if cfg.method == "inverseprm":
+            # The stage config's objective becomes InversePRM's; jsonargparse keeps the arguments
+            # both classes take (gamma), so the discount of the stage config carries over.
             extra += [
-                "--model.init_args.loss=inverse",
-                "--data.init_args.loss=inverse",
+                "--model.init_args.objective=agentprm.objectives.InverseObjective",
+                f"--model.init_args.objective.init_args.expert=[{','.join(cfg.expert)}]",
+                f"--model.init_args.objective.init_args.next_policy={policy}",
                 f"--data.init_args.rollouts=[{','.join(map(str, rollouts))}]",
-                f"--data.init_args.expert=[{','.join(cfg.expert)}]",
-                f"--data.init_args.next_policy={policy}",
             ]
         else:
             extra.append(f"--data.init_args.rollouts=[{used}]")

@@ -1,10 +1,10 @@
 """PRMModule: a causal-LM trunk with a scalar head, read at the last token of the assistant turn.
 
 The PRM scores a (state, full response) pair rendered as a two-message conversation with the one
-renderer; σ(score) estimates Q(s, a) ∈ [0, 1]. Losses (``absolute`` soft BCE on Monte-Carlo
-targets, ``relative`` Bradley–Terry on preference pairs, ``inverse`` the InversePRM loss on the
-implied reward Q(s, a) − γ·Q(s', a') of expert and learner transitions) come from
-:mod:`agentprm.losses`.
+renderer; σ(score) estimates Q(s, a) ∈ [0, 1]. What it is trained on and with which loss is its
+``objective`` (:mod:`agentprm.objectives`: absolute soft BCE on Monte-Carlo, shaped or reference
+targets, relative Bradley–Terry on preference pairs, InversePRM on the implied reward
+Q(s, a) − γ·Q(s', a') of expert and learner transitions), chosen once by ``class_path``.
 
 :meth:`PRMModule.score` scores N candidate responses of one state with the state computed once:
 the prompt runs through the trunk a single time and its KV cache is shared by every candidate.
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
 
-from agentprm import losses
+from agentprm import objectives
 from agentprm.backbone import Dtype, LoraSettings, load_causal_lm, load_tokenizer
 from agentprm.errors import check_model_path, check_writable
+from agentprm.objectives import PRMObjective
 from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
@@ -37,10 +37,7 @@ from agentprm.sampling import (
 )
 from agentprm.stage import TrainableStage
 
-__all__ = ["PRMLoss", "PRMModule", "calibration", "pair_accuracy"]
-
-PRMLoss = Literal["absolute", "relative", "inverse"]
-InverseObjective = Literal["logistic", "linear"]
+__all__ = ["PRMModule", "calibration", "pair_accuracy"]
 
 
 def calibration(probs: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> tuple[float, list[dict]]:
@@ -89,12 +86,11 @@ class PRMModule(TrainableStage, LightningModule):
         dtype: Weight dtype.
         lora: LoRA settings for the trunk (the head is always trained); None trains every weight.
         gradient_checkpointing: Recompute activations in the backward pass.
-        loss: ``absolute`` (soft BCE on MC targets), ``relative`` (Bradley–Terry on pairs) or
-            ``inverse`` (InversePRM: expert vs learner transitions, no outcome reward).
-        gamma: ``inverse``: discount γ of the implied reward Q(s, a) − γ·Q(s', a') (paper: 0.95).
-        inverse_objective: ``inverse``: ``logistic`` (BCE of the implied reward against the expert
-            label; bounded, the default) or ``linear`` (the paper's Eq. 9; unbounded, needs weight
-            decay or early stopping).
+        objective: What the PRM is trained on and its loss (:mod:`agentprm.objectives`):
+            ``AbsoluteObjective`` (soft BCE; Monte-Carlo, value, shaped or reference targets),
+            ``RelativeObjective`` (Bradley–Terry on pairs) or ``InverseObjective`` (InversePRM), or
+            any class implementing :class:`~agentprm.objectives.PRMObjective`, by ``class_path``.
+            None: ``AbsoluteObjective()``. The data module builds its rows from it.
         head_init_std: Standard deviation of the head's initial weights (scores start near 0).
         lr: Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.
         weight_decay: AdamW weight decay.
@@ -114,9 +110,7 @@ class PRMModule(TrainableStage, LightningModule):
         dtype: Dtype = "float32",
         lora: LoraSettings | None = None,
         gradient_checkpointing: bool = False,
-        loss: PRMLoss = "absolute",
-        gamma: float = 0.95,
-        inverse_objective: InverseObjective = "logistic",
+        objective: PRMObjective | None = None,
         head_init_std: float = 1e-3,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -130,11 +124,9 @@ class PRMModule(TrainableStage, LightningModule):
         check_model_path("model.model", model)
         if output_dir:
             check_writable("model.output_dir", output_dir)
-        if loss not in ("absolute", "relative", "inverse"):
-            raise ValueError(f"loss must be 'absolute', 'relative' or 'inverse', found {loss!r}")
-        if inverse_objective not in ("logistic", "linear"):
-            raise ValueError(f"inverse_objective must be 'logistic' or 'linear', found {inverse_objective!r}")
-        self.save_hyperparameters()
+        self.objective = objectives.from_config(objective)
+        self.save_hyperparameters(ignore=["objective"])
+        self.hparams["objective"] = objectives.to_config(self.objective)  # a checkpoint rebuilds it
         self.lm = load_causal_lm(model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing)
         self.tokenizer = load_tokenizer(model)
         self.renderer = Renderer(template, history_window, response_format)
@@ -154,7 +146,11 @@ class PRMModule(TrainableStage, LightningModule):
 
     @classmethod
     def load(cls, path: str, **kwargs) -> PRMModule:
-        """A trained PRM from the directory its ``fit`` wrote (trunk + ``head.pt``), in eval mode."""
+        """A trained PRM from the directory its ``fit`` wrote (trunk + ``head.pt``), in eval mode.
+
+        Its objective is rebuilt from ``prm.json``; a PRM saved before objectives were classes
+        (``loss``, ``gamma``, ``inverse_objective`` there) gets the matching objective.
+        """
         head = Path(path) / "head.pt"
         if not head.is_file():
             raise FileNotFoundError(
@@ -165,6 +161,9 @@ class PRMModule(TrainableStage, LightningModule):
         settings = (
             json.loads((Path(path) / "prm.json").read_text()) if (Path(path) / "prm.json").is_file() else {}
         )
+        if "loss" in settings:  # written before objectives were classes
+            legacy = {k: settings.pop(k) for k in ("gamma", "inverse_objective") if k in settings}
+            settings["objective"] = objectives.from_config(settings.pop("loss"), **legacy)
         prm = cls(model=str(path), **{**settings, **kwargs})
         state = torch.load(head, weights_only=True)
         prm.head.weight.data.copy_(state["weight"])
@@ -206,15 +205,15 @@ class PRMModule(TrainableStage, LightningModule):
         sequences run through :meth:`forward`.
         """
         checkpointing = self.training and self.hparams.gradient_checkpointing
-        if "prefix_ids" in batch and not checkpointing and not self.sharded:
+        if batch.shares_prefixes and not checkpointing and not self.sharded:
             return self.forward_shared(
-                batch["prefix_ids"],
-                batch["prefix_mask"],
-                batch["continuation_ids"],
-                batch["continuation_mask"],
-                batch["prefix_index"],
+                batch.prefix_ids,
+                batch.prefix_mask,
+                batch.continuation_ids,
+                batch.continuation_mask,
+                batch.prefix_index,
             )
-        return self(batch["input_ids"], batch["attention_mask"], batch["score_index"])
+        return self(batch.input_ids, batch.attention_mask, batch.score_index)
 
     def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids (through the end-of-turn token) of one (state, response)."""
@@ -265,61 +264,25 @@ class PRMModule(TrainableStage, LightningModule):
         return self.score_batch([state], [responses])[0]
 
     # -- training -----------------------------------------------------------------------------
-    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The objective's loss and metrics on a batch, and the batch's scores ``[N]``."""
         scores = self.batch_scores(batch).float()
-        if self.hparams.loss == "absolute":
-            target = batch["target"].float()
-            loss = losses.soft_bce(scores, target, batch.get("weight"))
-            acc = ((scores > 0) == (target > 0.5)).float().mean()
-            return loss, {"prm/loss": loss, "prm/acc": acc}, torch.sigmoid(scores), target
-        if self.hparams.loss == "inverse":
-            return self._inverse_step(scores, batch)
-        chosen, rejected = scores[0::2], scores[1::2]
-        loss = losses.bradley_terry(chosen, rejected)
-        pair_acc = (chosen > rejected).float().mean()
-        probs = torch.sigmoid(torch.stack([chosen, rejected], 1)).flatten()
-        labels = torch.tensor([1.0, 0.0], device=scores.device).repeat(len(chosen))
-        return loss, {"prm/loss": loss, "prm/pair_acc": pair_acc}, probs, labels
-
-    def _inverse_step(self, scores: torch.Tensor, batch):
-        """Implied reward r̂ = Q(s, a) − γ·Q(s', a') (Q(s, a) at terminals) against the expert label."""
-        counts = batch["num_sequences"].to(scores.device)
-        first = torch.cumsum(counts, 0) - counts
-        terminal = counts == 1
-        q_sa = scores[first]
-        q_next = torch.where(terminal, torch.zeros_like(q_sa), scores[(first + 1).clamp_max(len(scores) - 1)])
-        labels = batch["target"].float()
-        objective = (
-            losses.inverse_prm_logistic
-            if self.hparams.inverse_objective == "logistic"
-            else losses.inverse_prm_linear
-        )
-        loss = objective(q_sa, q_next, labels, terminal, self.hparams.gamma)
-        r_hat = losses.implied_reward(q_sa, q_next, terminal, self.hparams.gamma)
-        acc = ((r_hat > 0) == (labels > 0.5)).float().mean()
-        expert = labels > 0.5
-        metrics = {"prm/loss": loss, "prm/acc": acc}
-        if expert.any() and (~expert).any():
-            metrics["prm/reward_gap"] = r_hat[expert].mean() - r_hat[~expert].mean()
-        return loss, metrics, torch.sigmoid(r_hat), labels
+        loss, metrics = self.objective.loss(scores, batch)
+        return loss, metrics, scores
 
     def training_step(self, batch, batch_idx):
-        loss, metrics, _, _ = self._step(batch)
-        size = batch["input_ids"].shape[0]
-        self.log_dict({f"train/{k.split('/')[1]}": v for k, v in metrics.items()}, batch_size=size)
+        loss, metrics, _ = self._step(batch)
+        size = batch.input_ids.shape[0]
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=size)
         self.log("prm/loss", loss, prog_bar=True, batch_size=size)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        _, metrics, probs, targets = self._step(batch)
-        size = batch["input_ids"].shape[0]
-        self.log_dict(
-            {f"val/{k.split('/')[1]}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True
-        )
-        keys = batch.get("state_key") or [""] * len(batch["target"])
-        if self.hparams.loss == "relative":
-            keys = [k for k in keys for _ in range(2)]
-        self._val.append((probs.detach().cpu(), targets.detach().cpu(), keys))
+        _, metrics, scores = self._step(batch)
+        size = batch.input_ids.shape[0]
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True)
+        seen = self.objective.predictions(scores, batch)
+        self._val.append((seen.probs.detach().cpu(), seen.targets.detach().cpu(), seen.keys))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -329,9 +292,9 @@ class PRMModule(TrainableStage, LightningModule):
         keys = [k for _, _, ks in self._val for k in ks]
         self._val.clear()
         ece, table = calibration(probs, targets)
-        self.calibration_table = {"ece": ece, "bins": table, "loss": self.hparams.loss}
+        self.calibration_table = {"ece": ece, "bins": table, "objective": type(self.objective).__name__}
         self.log("val/ece", ece)
-        if self.hparams.loss == "absolute":
+        if self.objective.pair_accuracy:
             acc = pair_accuracy(probs, targets, keys)
             if acc is not None:
                 self.log("val/pair_acc", acc)
@@ -360,8 +323,8 @@ class PRMModule(TrainableStage, LightningModule):
         states = states or {}
         source = states.get("head") or {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
         head = {"weight": source["weight"], "bias": source["bias"]}
-        keys = ("template", "history_window", "response_format", "loss", "gamma", "inverse_objective")
-        settings = {k: self.hparams[k] for k in keys}
+        keys = ("template", "history_window", "response_format")
+        settings = {**{k: self.hparams[k] for k in keys}, "objective": objectives.to_config(self.objective)}
         table = self.calibration_table
 
         def head_and_settings(folder: Path) -> None:
