@@ -16,8 +16,7 @@ import sys
 import torch
 
 from agentprm.backbone import load_causal_lm, load_tokenizer, save_hf
-from agentprm.data import SFTExample, collate_sft, sft_examples
-from agentprm.dpo import policy_states
+from agentprm.data import SFTExample, collate_sft, policy_states, sft_examples
 from agentprm.prompts import Renderer
 from agentprm.reference import ExpertValues
 from agentprm.rollout import expert_demonstrations, read_shards

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -76,7 +75,7 @@ def test_inverse_loss_on_the_implied_reward_by_hand(form):
 
 def _rows(objective, rollouts) -> tuple[PRMDataModule, list]:
     data = PRMDataModule(rollouts=[str(rollouts)], val_fraction=0.25, batch_size=4)
-    data.trainer = SimpleNamespace(lightning_module=PRMModule("tiny", objective=objective))
+    data.connect(**PRMModule("tiny", objective=objective).data_inputs())
     data.setup("fit")
     return data, read_trajectories([str(rollouts)])
 

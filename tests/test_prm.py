@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -312,7 +311,7 @@ def test_value_and_shaped_targets_train_through_the_cli(tmp_path, scripted_rollo
 
     data = PRMDataModule(rollouts=[str(scripted_rollouts)], val_fraction=0.25)
     shaped = AbsoluteObjective(target="shaped", value_model=str(tmp_path / "value" / "prm"))
-    data.trainer = SimpleNamespace(lightning_module=PRMModule("tiny", objective=shaped))  # its objective
+    data.connect(**PRMModule("tiny", objective=shaped).data_inputs())  # what its PRM hands it
     data.setup("fit")
     held = {e.game_id for e in data.val_set}
     train = [t for t in played if t.game_id not in held]

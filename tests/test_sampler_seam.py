@@ -91,8 +91,8 @@ def test_best_of_n_evaluation_draws_its_candidates_from_the_plugged_sampler(tmp_
 def test_online_dpo_samples_its_candidates_with_the_plugged_sampler(tmp_path, scripted_rollouts):
     from random_policy import RandomSamplerFactory
 
-    from agentprm.data import read_trajectories
-    from agentprm.dpo import OnlineDPOModule, policy_states
+    from agentprm.data import policy_states, read_trajectories
+    from agentprm.dpo import OnlineDPOModule
 
     module = OnlineDPOModule("tiny", prm="oracle", sampler=RandomSamplerFactory(), candidates="distinct")
     states = policy_states(read_trajectories([str(scripted_rollouts)]))[:4]

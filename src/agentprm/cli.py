@@ -285,8 +285,7 @@ def _probe(argv: list[str]) -> int:
     demos = expert_demonstrations(ns.data, ns.split, progress=False)
     result = action_ranking(prm, demos, policy, max_states=ns.max_states)
     if ns.states:
-        from agentprm.data import spread
-        from agentprm.dpo import policy_states
+        from agentprm.data import policy_states, spread
         from agentprm.reference import ExpertValues
         from agentprm.rollout import read_shards
 

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from agentprm import losses
-from agentprm.data import PRMBatch, PRMExample, collate_prm
+from agentprm.data.batches import PRMBatch, PRMExample, PRMRow, RowContext, collate_prm
 from agentprm.errors import check_range, check_sources
-from agentprm.records import State, Trajectory
+from agentprm.records import Trajectory
 
 if TYPE_CHECKING:
-    from agentprm.prompts import Renderer
+    pass
 
 __all__ = [
     "AbsoluteObjective",
@@ -51,27 +51,6 @@ __all__ = [
 
 Target = Literal["q", "value", "shaped", "reference"]
 Discount = Literal["to_go", "from_start"]
-
-
-@dataclass(frozen=True)
-class PRMRow:
-    """One training row before tokenisation: the (state, response) sequences it scores, in the
-    order the objective's loss reads them, its target or label, its game and its state's key."""
-
-    sequences: tuple[tuple[State, str], ...]
-    target: float
-    game_id: str
-    state_key: str
-
-
-@dataclass(frozen=True)
-class RowContext:
-    """What the data module hands an objective building rows: the PRM's renderer, the rollout
-    sources (reference labels live beside them) and the data seed."""
-
-    renderer: Renderer
-    rollouts: tuple[str, ...]
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -176,22 +155,18 @@ def _reference_labels(rollouts: Sequence[str]) -> list:
     return [label for f in files for label in read_jsonl(f, ReferenceLabels)]
 
 
-def _value_fn(value_model: str) -> Callable[[list[State]], list[float]]:
-    """V(s) for a list of states: the value model's logit of the state with an empty response."""
-    from agentprm.prm import PRMModule
-
-    model = PRMModule.load(value_model)
-    return lambda states: [float(v[0]) for v in model.score_batch(states, [[""]] * len(states))]
-
-
 def _mc_targets(objective, learners: Sequence[Trajectory], context: RowContext):
     """Q targets of Absolute and Relative objectives with ``target`` ``q`` or ``shaped``."""
     from agentprm import targets
 
     if objective.target == "shaped":
-        value = _value_fn(objective.value_model)
+        if context.values is None:
+            raise ValueError(
+                "objective target=shaped needs V(s): the data module is handed it by its PRM "
+                "(objective.value_model, a PRM trained with target=value)"
+            )
         return targets.shaped_q_targets(
-            learners, value, objective.gamma, objective.shaping_c, mode=objective.discount
+            learners, context.values, objective.gamma, objective.shaping_c, mode=objective.discount
         )
     return targets.mc_q_targets(learners, objective.gamma, objective.discount)
 
@@ -382,7 +357,7 @@ class InverseObjective(PRMObjective):
                 "(the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
             )
         check_sources("objective.expert", self.expert)
-        from agentprm.data import read_trajectories
+        from agentprm.data.common import read_trajectories
         from agentprm.rollout import expert_demonstrations
 
         found: list[Trajectory] = []

@@ -15,7 +15,7 @@ rows of one state), :func:`~agentprm.data.collate_prm` lays the state out once a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -215,6 +215,15 @@ class PRMModule(TrainableStage, LightningModule):
             )
         return self(batch.input_ids, batch.attention_mask, batch.score_index)
 
+    def data_inputs(self) -> dict:
+        """What :class:`~agentprm.data.PRMDataModule` is handed (``connect``, in ``setup``)."""
+        return {
+            "tokenizer": self.tokenizer,
+            "renderer": self.renderer,
+            "objective": self.objective,
+            "encode": self.encode,
+        }
+
     def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids (through the end-of-turn token) of one (state, response)."""
         prompt = chat_ids(self.tokenizer, self.renderer, state)
@@ -334,3 +343,9 @@ class PRMModule(TrainableStage, LightningModule):
                 atomic_write_json(folder / "calibration.json", table)
 
         save_hf(self.lm, self.tokenizer, out, extra=head_and_settings, state_dict=states.get("lm"))
+
+
+def state_values(value_model: str) -> Callable[[list[State]], list[float]]:
+    """V(s) for a list of states: the value model's logit of each state with an empty response."""
+    model = PRMModule.load(value_model)
+    return lambda states: [float(v[0]) for v in model.score_batch(states, [[""]] * len(states))]

@@ -70,12 +70,19 @@ def run_lightning(argv: list[str]) -> int:
 
 
 def remove_empty_log_dirs(trainer) -> None:
-    """Remove the loggers' version folders (and their parents) that a failed run left empty."""
+    """Remove the loggers' version folders (and their parents) that a failed run left empty, or
+    holding only the ``config.yaml`` the CLI writes when setup starts (nothing ran)."""
     import contextlib
     from pathlib import Path
 
     for logger in trainer.loggers:
         folder = getattr(logger, "log_dir", None)
+        if (
+            folder
+            and [p.name for p in Path(folder).glob("*")] == ["config.yaml"]
+            and trainer.global_step == 0
+        ):
+            (Path(folder) / "config.yaml").unlink()
         for path in (Path(folder), Path(folder).parent) if folder else ():
             with contextlib.suppress(OSError):  # not there, or not empty: kept
                 path.rmdir()

@@ -27,6 +27,14 @@ class TrainableStage:
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before training, not when saving after it
             check_writable("model.output_dir", self._output_dir())
+        connect = getattr(getattr(self.trainer, "datamodule", None), "connect", None)
+        if callable(connect):  # the data is handed what it tokenises with, not left to find it
+            connect(**self.data_inputs())
+
+    def data_inputs(self) -> dict:
+        """What this stage hands its data module's ``connect``: its tokenizer (the PRM adds its
+        renderer, objective and encoder)."""
+        return {"tokenizer": self.tokenizer}
 
     def _output_dir(self) -> str:
         return self.hparams.output_dir or str(Path(self.trainer.default_root_dir) / self.default_output)

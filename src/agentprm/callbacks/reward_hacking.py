@@ -61,7 +61,7 @@ class RewardHackingMonitor(Periodic, Callback):
         if not states:
             raise ValueError(
                 "RewardHackingMonitor needs held-out states: a datamodule with val_states "
-                "(agentprm.dpo.PolicyDataModule with val_fraction > 0)"
+                "(agentprm.data.PolicyDataModule with val_fraction > 0)"
             )
         scored = pl_module.score_states(states, seed=self.seed)
         scores = [v for s in scored for v in s.scores]
