@@ -217,12 +217,11 @@ class PRMModule(TrainableStage, LightningModule):
 
     def data_inputs(self) -> dict:
         """What :class:`~agentprm.data.PRMDataModule` is handed (``connect``, in ``setup``)."""
-        return {
-            "tokenizer": self.tokenizer,
-            "renderer": self.renderer,
-            "objective": self.objective,
-            "encode": self.encode,
-        }
+        inputs = {"renderer": self.renderer, "objective": self.objective, "encode": self.encode}
+        value_model = getattr(self.objective, "value_model", None)
+        if getattr(self.objective, "target", None) == "shaped" and value_model:
+            inputs["values"] = state_values(value_model)  # V(s): an input, computed here
+        return {"tokenizer": self.tokenizer, **inputs}
 
     def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids (through the end-of-turn token) of one (state, response)."""
