@@ -76,7 +76,7 @@ def test_data_is_the_alfworld_shorthand_and_both_at_once_is_refused():
     with pytest.raises(ValueError, match=r"data.data \('builtin:small'\) and data.env are both given"):
         RolloutDataModule(data="builtin:small", env=CorridorEnvFactory())
     with pytest.raises(TypeError, match=r"data\.env must be an EnvFactory, found str"):
-        env_factory("builtin:small", None)  # type: ignore[arg-type]
+        env_factory(None, "builtin:small")  # type: ignore[arg-type]
     assert issubclass(CorridorEnvFactory, EnvFactory)
 
 

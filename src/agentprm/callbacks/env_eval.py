@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from agentprm.callbacks.base import Periodic, log_metrics, require, run_dir
-from agentprm.envs import check_env, env_factory
+from agentprm.envs import env_factory
 from agentprm.envs.base import EnvFactory
 from agentprm.sampling import draw_key
 
@@ -57,10 +57,9 @@ class EnvEvalCallback(Periodic, Callback):
         env: EnvFactory | None = None,
     ) -> None:
         Periodic.__init__(self, every_n_steps, every_n_epochs)
-        check_env("EnvEvalCallback.data", data, "EnvEvalCallback.env", env)
+        self.env = env_factory(data, env, "EnvEvalCallback.data", "EnvEvalCallback.env")
         if rollouts_per_game < 1:
             raise ValueError(f"rollouts_per_game must be >= 1, found {rollouts_per_game}")
-        self.env = env_factory(env, data, "EnvEvalCallback.env")
         self.split, self.max_games, self.max_steps = split, max_games, max_steps
         self.greedy, self.seed, self.rollouts_per_game = greedy, seed, rollouts_per_game
         self.keep_best = keep_best

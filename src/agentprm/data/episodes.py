@@ -9,7 +9,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from agentprm.data.common import Items, spread
-from agentprm.envs import check_env, env_factory
+from agentprm.envs import env_factory
 from agentprm.envs.base import EnvFactory
 from agentprm.errors import check_range
 
@@ -60,8 +60,7 @@ class RolloutDataModule(LightningDataModule):
         env: EnvFactory | None = None,
     ) -> None:
         super().__init__()
-        check_env("data.data", data, "data.env", env)
-        self.env = env_factory(env, data)
+        self.env = env_factory(data, env)
         check_range("data.max_games", max_games, 1, optional=True)
         check_range("data.rollouts_per_game", rollouts_per_game, 1)
         check_range("data.batch_size", batch_size, 1)

@@ -71,10 +71,13 @@ class PolicyDataModule(LightningDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
-        from agentprm.envs import check_env
+        from agentprm.envs import env_factory
         from agentprm.errors import check_range
 
-        check_env("data.resets", resets, "data.reset_env", reset_env)
+        # the environment whose games' first states are added (None: none)
+        self.reset_env = (
+            env_factory(resets, reset_env, "data.resets", "data.reset_env") if resets or reset_env else None
+        )
         check_range("data.max_resets", max_resets, 1, optional=True)
         check_range("data.states_per_epoch", states_per_epoch, 1, optional=True)
         check_range("data.val_fraction", val_fraction, 0, 1, below_high=True)
@@ -85,7 +88,6 @@ class PolicyDataModule(LightningDataModule):
 
             check_sources("data.rollouts", rollouts)
         self.save_hyperparameters(ignore=["reset_env"])
-        self.reset_env = reset_env
         self.train_states: list[State] = []
         self.val_states: list[State] = []
         self._loads = 0
@@ -97,7 +99,7 @@ class PolicyDataModule(LightningDataModule):
         h = self.hparams
         trajectories = read_trajectories(h.rollouts)
         states = policy_states(trajectories)
-        if h.resets or self.reset_env is not None:
+        if self.reset_env is not None:
             states += self._reset_states()
         _, val_games = split_games([s.game_id for s in states], h.val_fraction, h.split_seed)
         held = set(val_games)
@@ -108,14 +110,12 @@ class PolicyDataModule(LightningDataModule):
 
     def _reset_states(self) -> list[State]:
         from agentprm.data.common import spread
-        from agentprm.envs import env_factory
         from agentprm.rollout import state_of
 
         h = self.hparams
-        factory = env_factory(self.reset_env, h.resets, "data.reset_env")
-        env = factory.make(1)
+        env = self.reset_env.make(1)
         try:
-            games = spread(sorted(factory.game_ids(h.reset_split)), h.max_resets)
+            games = spread(sorted(self.reset_env.game_ids(h.reset_split)), h.max_resets)
             return [state_of(step, ()) for step in env.reset(games)]
         finally:
             env.close()

@@ -55,7 +55,6 @@ class PRMDataModule(LightningDataModule):
         self.val_set: list[PRMExample] = []
         self.skipped_too_long = 0
         self._inputs: tuple | None = None
-        self._set_up = False
 
     def _examples(self, rows: Sequence[PRMRow], encode) -> list[PRMExample]:
         out: list[PRMExample] = []
@@ -72,16 +71,12 @@ class PRMDataModule(LightningDataModule):
         """What the PRM hands its data (:meth:`agentprm.prm.PRMModule.data_inputs`, in the stage's
         ``setup``): its tokenizer, renderer, objective, ``encode(state, response) -> (prompt ids,
         response ids)`` and, for shaped targets, ``values(states) -> V(s)``. The rows are built
-        once both this and :meth:`setup` have run."""
+        here, once."""
         self._inputs = (tokenizer, renderer, objective, encode, values)
         self._build()
 
-    def setup(self, stage: str | None = None) -> None:
-        self._set_up = True
-        self._build()
-
     def _build(self) -> None:
-        if self.train_set or self._inputs is None or not self._set_up:
+        if self.train_set:  # connected again (e.g. validate after fit): built already
             return
         from agentprm.targets import split_games
 

@@ -153,7 +153,6 @@ class SFTDataModule(LightningDataModule):
         self.val_set: list[SFTExample] = []
         self.skipped_too_long = 0
         self.tokenizer = None
-        self._set_up = False
 
     def _demonstrations(self) -> list[Trajectory]:
         source = self.hparams.demonstrations
@@ -172,8 +171,8 @@ class SFTDataModule(LightningDataModule):
 
     def connect(self, tokenizer) -> None:
         """The policy's tokenizer, handed over by the stage (:class:`~agentprm.stage.TrainableStage`
-        in ``setup``); ``data.tokenizer``, when given, is used instead. The examples are built once
-        both this and :meth:`setup` have run."""
+        in ``setup``); ``data.tokenizer``, when given, is used instead (:meth:`setup` loads it and
+        builds the examples without a stage). The examples are built once."""
         if self.hparams.tokenizer is None:
             self.tokenizer = tokenizer
         self._build()
@@ -183,11 +182,10 @@ class SFTDataModule(LightningDataModule):
             from agentprm.backbone import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.hparams.tokenizer)
-        self._set_up = True
         self._build()
 
     def _build(self) -> None:
-        if self.train_set or self.tokenizer is None or not self._set_up:
+        if self.train_set or self.tokenizer is None:
             return
         from agentprm.targets import split_by_game
 
