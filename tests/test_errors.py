@@ -31,15 +31,16 @@ def _one_line(capsys, prog: str) -> str:
 
 
 # -- one line per expected error, for every command ---------------------------------------------
-def test_targets_errors_are_one_line(tmp_path, capsys, scripted_rollouts):
-    assert main(["targets", "--rollouts", str(tmp_path / "nope"), "--output", str(tmp_path / "t")]) == 2
-    assert "no rollout file or directory" in _one_line(capsys, "agentprm targets")
+def test_rollout_input_errors_are_one_line(tmp_path, capsys, scripted_rollouts):
+    prm = ["fit", "-c", str(ROOT / "configs/prm/absolute.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    assert main([*prm, f"--data.init_args.rollouts=[{tmp_path / 'nope'}]"]) == 2
+    assert _one_line(capsys, "agentprm fit").endswith(f"data.rollouts: {tmp_path / 'nope'} does not exist")
     bad = tmp_path / "bad"
     bad.mkdir()
     lines = (scripted_rollouts / "rollouts.jsonl").read_text().splitlines()
     (bad / "batch-00000.rank0.jsonl").write_text("\n".join([lines[0], '{"game_id": "g" "x": 1}']) + "\n")
-    assert main(["targets", "--rollouts", str(bad), "--output", str(tmp_path / "t")]) == 2
-    line = _one_line(capsys, "agentprm targets")
+    assert main([*prm, f"--data.init_args.rollouts=[{bad}]"]) == 2
+    line = _one_line(capsys, "agentprm fit")
     assert "batch-00000.rank0.jsonl:2: invalid JSON: Expecting ',' delimiter (column 17)" in line
 
 

@@ -315,46 +315,6 @@ def test_ddp_rollout_on_two_processes_plays_each_episode_exactly_once(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["episodes"] == 15
 
 
-def test_targets_command_builds_split_datasets_from_rollouts(tmp_path, small_root, small_games, capsys):
-    from agentprm.records import write_jsonl
-    from agentprm.targets import PreferencePair, QTarget
-
-    games = [g for g in small_games if g.split == "train"][:8]
-    env = AlfWorldEnv(str(small_root), max_steps=12)
-    ids = [g.game_id for g in games]
-    wins = play(env, ids, scripted(dict(enumerate(g.walkthrough for g in games))), policy_id="a")
-    losses = play(env, ids, scripted({i: ["look"] * 12 for i in range(8)}), policy_id="b")
-    assert all(t.won for t in wins) and not any(t.won for t in losses)
-    write_jsonl(tmp_path / "rollouts" / "a.jsonl", wins)
-    write_jsonl(tmp_path / "rollouts" / "b.jsonl", losses)
-    out = tmp_path / "targets"
-    assert (
-        main(
-            [
-                "targets",
-                "--rollouts",
-                str(tmp_path / "rollouts"),
-                "--output",
-                str(out),
-                "--val-fraction",
-                "0.25",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["trajectories"] == 16 and summary["train"]["games"] == 6 and summary["val"]["games"] == 2
-    for side in ("train", "val"):
-        pairs = read_jsonl(out / side / "preference_pairs.jsonl", PreferencePair)
-        # at each game's first state the walkthrough's first command beats "look" (Q = γ^(T-1) vs 0)
-        assert len(pairs) == summary[side]["games"]
-        assert all(p.rejected_command == "look" and p.chosen_q > 0 and p.rejected_q == 0 for p in pairs)
-        q = read_jsonl(out / side / "q_targets.jsonl", QTarget)
-        won_final = [t for t in q if t.q == 1.0]
-        assert len(won_final) == summary[side]["games"]  # the winning last step of each walkthrough
-    assert json.loads((out / "summary.json").read_text()) == summary
-
-
 def test_lora_sft_writes_a_merged_policy_that_loads_without_peft(tmp_path):
     out = _fit_sft(tmp_path, steps=3, extra=("--model.init_args.lora.r=4", "--model.init_args.lr=0.05"))
     policy = load_causal_lm(str(out / "policy"))

@@ -33,7 +33,6 @@ the whole loop:
 
 other commands:
   games      list or generate the built-in ALFWorld-format games   (agentprm games --help)
-  targets    build PRM datasets (MC Q, preference pairs, state values) from rollouts
   report     plots and a Markdown summary of a run directory     agentprm report runs/<name>
   compare    paired difference in success between two evaluations of the same games and seeds
              agentprm compare runs/q/iter_0/eval/policy runs/q/iter_1/eval/policy
@@ -73,8 +72,6 @@ def _dispatch(command: str, argv: list[str]) -> int:
     rest = argv[1:]
     if command == "games":
         return _games(rest)
-    if command == "targets":
-        return _targets(rest)
     if command == "report":
         return _report(rest)
     if command == "probe":
@@ -161,62 +158,6 @@ def _games_generate(ns: argparse.Namespace) -> int:
     demos = sum(g.expert_actions is not None for g in games)
     print(f"wrote {len(games)} games to {out} ({demos} with search-expert demonstrations)")
     return 0
-
-
-def _targets(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="agentprm targets",
-        description="Build PRM datasets from rollout directories (Trajectory JSONL files). The split "
-        "into train and val is by game; targets are computed within each side.",
-    )
-    parser.add_argument("--rollouts", nargs="+", required=True, help="rollout directories or .jsonl files")
-    parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount (paper: 0.95)")
-    parser.add_argument("--discount", choices=("to_go", "from_start"), default="to_go")
-    parser.add_argument(
-        "--delta", type=float, default=0.015, help="preference margin, in units of Q in [0,1]"
-    )
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=42)
-    ns = parser.parse_args(argv)
-    summary = build_targets(ns.rollouts, ns.output, ns.gamma, ns.discount, ns.delta, ns.val_fraction, ns.seed)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def build_targets(rollouts, output, gamma, discount, delta, val_fraction, seed) -> dict:
-    """Read trajectories, split by game, write Q targets, preference pairs and state values."""
-    from pathlib import Path
-
-    from agentprm import targets as T
-    from agentprm.data import read_trajectories
-    from agentprm.records import atomic_write_json, write_jsonl
-
-    trajectories = read_trajectories(rollouts)
-    summary: dict = {"rollouts": [str(r) for r in rollouts], "trajectories": len(trajectories)}
-    summary["skipped_failures"] = T.count_failures(trajectories)
-    out = Path(output)
-    for side, part in zip(("train", "val"), T.split_by_game(trajectories, val_fraction, seed), strict=True):
-        q = T.mc_q_targets(part, gamma, discount)
-        pairs = T.preference_pairs(q, delta)
-        values = T.state_values(part, gamma, discount)
-        write_jsonl(out / side / "q_targets.jsonl", q)
-        write_jsonl(out / side / "preference_pairs.jsonl", pairs)
-        write_jsonl(out / side / "state_values.jsonl", values)
-        histogram = [0] * 10
-        for item in q:
-            histogram[min(9, int(item.q * 10))] += 1
-        summary[side] = {
-            "games": len({t.game_id for t in part}),
-            "trajectories": len(part),
-            "q_targets": len(q),
-            "preference_pairs": len(pairs),
-            "state_values": len(values),
-            "q_histogram_10_bins": histogram,
-        }
-    summary["settings"] = {"gamma": gamma, "discount": discount, "delta": delta, "val_fraction": val_fraction}
-    atomic_write_json(out / "summary.json", summary)
-    return summary
 
 
 def _report(argv: list[str]) -> int:
