@@ -17,6 +17,8 @@ from agentprm.data import PRMDataModule, PRMExample, read_trajectories
 from agentprm.objectives import (
     AbsoluteObjective,
     InverseObjective,
+    ListBatch,
+    ListwiseObjective,
     RelativeObjective,
     ScoredBatch,
     from_config,
@@ -71,6 +73,51 @@ def test_inverse_loss_on_the_implied_reward_by_hand(form):
     )
     assert float(loss) == pytest.approx(want, abs=1e-6)
     assert float(metrics["acc"]) == 1.0 and float(metrics["reward_gap"]) == pytest.approx(3.75)
+
+
+def test_listwise_loss_is_listnet_by_hand():
+    """Per state, −Σ softmax(Q/τ)·log softmax(z), mean over states; top-1 and pair accuracy of
+    each state's ordered pairs."""
+    objective = ListwiseObjective(temperature=0.1, delta=0.05)
+    examples = [
+        PRMExample(((1, 2), (1, 3), (1, 4)), 0.9, state_key="s", targets=(0.9, 0.8, 0.8)),
+        PRMExample(((5, 6), (5, 7)), 0.6, state_key="t", targets=(0.5, 0.6)),
+    ]
+    batch = objective.collate(examples, pad_id=0)
+    assert isinstance(batch, ListBatch) and batch.group.tolist() == [0, 0, 0, 1, 1]
+    assert batch.target.tolist() == pytest.approx([0.9, 0.8, 0.8, 0.5, 0.6])
+    scores = torch.tensor([0.0, 1.0, -1.0, 2.0, 0.0])
+    loss, metrics = objective.loss(scores, batch)
+
+    def ce(q, z):
+        p = [math.exp(x / 0.1) for x in q]
+        lse = math.log(sum(math.exp(x) for x in z))
+        return -sum(pi / sum(p) * (zi - lse) for pi, zi in zip(p, z, strict=True))
+
+    want = (ce([0.9, 0.8, 0.8], [0.0, 1.0, -1.0]) + ce([0.5, 0.6], [2.0, 0.0])) / 2
+    assert float(loss) == pytest.approx(want, abs=1e-5)
+    # s: the best (0.9) is not scored highest; t: neither. Pairs ≥ δ: s (0.9>0.8)×2 → 1 right
+    # (0 > −1), t (0.6 > 0.5) → wrong.
+    assert float(metrics["top1"]) == 0.0
+    assert float(metrics["pair_acc"]) == pytest.approx(1 / 3)
+    seen = objective.predictions(scores, batch)
+    assert seen.keys == ["s", "s", "s", "t", "t"]
+    assert float(seen.probs[:3].sum()) == pytest.approx(1.0) and float(
+        seen.targets[3:].sum()
+    ) == pytest.approx(1.0)
+    # Shift-invariant per state: adding a constant to one state's scores changes nothing.
+    shifted = scores + torch.tensor([5.0, 5.0, 5.0, -3.0, -3.0])
+    assert float(objective.loss(shifted, batch)[0]) == pytest.approx(float(loss), abs=1e-5)
+    with pytest.raises(ValueError, match=r"objective\.temperature must be > 0, found 0"):
+        ListwiseObjective(temperature=0)
+
+
+def test_listwise_keeps_the_extremes_of_long_lists():
+    from agentprm.objectives import _extremes
+
+    assert _extremes([0.1, 0.9, 0.5, 0.7, 0.3], 0) == [0, 1, 2, 3, 4]
+    assert _extremes([0.1, 0.9, 0.5, 0.7, 0.3], 3) == [0, 1, 3]  # best, worst, second best
+    assert _extremes([0.5, 0.5], 3) == [0, 1]
 
 
 def _rows(objective, rollouts) -> tuple[PRMDataModule, list]:

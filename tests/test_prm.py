@@ -167,6 +167,37 @@ def test_inverse_prm_fit_separates_expert_from_learner(tmp_path, scripted_rollou
     assert (out / "prm" / "calibration.json").is_file()
 
 
+def test_inverse_next_actions_are_an_input(tmp_path, scripted_rollouts):
+    """a' at the expert's next states is what the PRM hands its data (``next_actions``, from
+    objective.next_policy); with neither a policy nor a handed sampler the data stops in one line."""
+    from agentprm.data import PRMDataModule
+    from agentprm.records import read_jsonl, write_jsonl
+
+    played = read_jsonl(scripted_rollouts / "rollouts.jsonl")
+    write_jsonl(tmp_path / "expert.jsonl", [t for t in played if t.policy_id == "p0"])
+    write_jsonl(tmp_path / "learner.jsonl", [t for t in played if t.policy_id == "p2"])
+    prm = PRMModule("tiny", objective=InverseObjective(expert=[str(tmp_path / "expert.jsonl")]))
+    assert "next_actions" not in prm.data_inputs()
+    data = PRMDataModule(rollouts=[str(tmp_path / "learner.jsonl")], val_fraction=0.25, batch_size=4)
+    with pytest.raises(ValueError, match=r"InverseObjective needs expert .*next_policy"):
+        data.connect(**prm.data_inputs())
+    asked: list[tuple[int, int]] = []
+
+    def next_actions(states, seed):
+        asked.append((len(states), seed))
+        return [prm.renderer.response("", "inventory")] * len(states)
+
+    data.connect(**prm.data_inputs(), next_actions=next_actions)
+    expert = [e for e in data.train_set + data.val_set if e.target == 1.0 and len(e.sequences) == 2]
+    assert expert and [seed for _, seed in asked] == [42, 42]  # each side, the data seed
+    assert sum(n for n, _ in asked) == len(expert)
+    response = prm.encode(_state(0, "o"), prm.renderer.response("", "inventory"))[1]
+    assert all(e.sequences[1][-len(response) :] == tuple(response) for e in expert)
+    # With next_policy set, the PRM hands over a sampler of that policy.
+    sampling = PRMModule("tiny", objective=InverseObjective(expert=["builtin:small"], next_policy="tiny"))
+    assert callable(sampling.data_inputs()["next_actions"])
+
+
 def test_inverse_objective_needs_expert_and_next_policy():
     with pytest.raises(ValueError, match=r"InverseObjective needs expert .*next_policy"):
         InverseObjective(next_policy="tiny").prepare([], None)
@@ -387,6 +418,18 @@ def test_reference_targets_from_rollout_labels_train_a_ranking_prm(tmp_path):
         "--model.init_args.objective.init_args.target=reference",
     )
     assert float([r for r in rows if r.get("val/loss")][-1]["val/pair_acc"]) > 0.6
+    # The same labels as lists: one softmax over each labelled state's commands (configs/prm/listwise.yaml).
+    # Its loss falls slowly: its floor is the entropy of softmax(Q^μ/τ), not 0.
+    rows = _fit_prm(
+        "configs/prm/listwise.yaml",
+        tmp_path / "listwise",
+        8,
+        f"--data.init_args.rollouts=[{out}]",
+        "--model.init_args.model=tiny",
+        drop=0.9,
+    )
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert val[-1] < val[0] - 0.1, val  # the held-out games' states are ranked better too
     with pytest.raises(FileNotFoundError, match="no reference labels"):
         from agentprm.objectives import _reference_labels
 

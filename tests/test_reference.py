@@ -158,7 +158,7 @@ def test_reference_labels_and_targets_on_a_hand_checked_episode(values, one_per_
     from agentprm.prompts import Renderer
     from agentprm.reference import label_trajectory, labelled_turns
     from agentprm.rollout import play, scripted
-    from agentprm.targets import reference_targets
+    from agentprm.targets import reference_lists, reference_targets
 
     game = one_per_task_type[0]
     n = len(game.expert_actions)
@@ -184,6 +184,16 @@ def test_reference_labels_and_targets_on_a_hand_checked_episode(values, one_per_
     best = {(p.chosen_command, p.rejected_command) for p in pairs}
     assert (game.expert_actions[0], "look") in best and all(p.state.turn == 0 for p in pairs)
     assert all(p.chosen_q - p.rejected_q >= 0.015 - 1e-12 for p in pairs)
+    # Listwise: one list per labelled state (a revisit merged), every command with its Q^μ.
+    (listed,) = reference_lists([traj, traj], [label], lambda c: render("", c))
+    assert listed.state == traj.states()[0] and listed.count == 2 and listed.game_ids == (game.game_id,)
+    assert listed.commands == tuple(traj.steps[0].admissible_commands)
+    assert listed.qs == pytest.approx(label.labelled_q[0])
+    taken = listed.commands.index("look")
+    assert listed.responses[taken] == traj.steps[0].response
+    pairs = enumerate(zip(listed.commands, listed.responses, strict=True))
+    assert all(r == render("", c) for i, (c, r) in pairs if i != taken)
     # The labels belong to their trajectory: another trajectory's are not used.
     (other,) = play(values.env, [game.game_id], scripted({0: ["inventory"]}), policy_id="p")
     assert reference_targets([other], [label], lambda c: render("", c)) == ([], [])
+    assert reference_lists([other], [label], lambda c: render("", c)) == []

@@ -88,6 +88,41 @@ def bradley_terry(chosen: Tensor, rejected: Tensor, margin: float = 0.0) -> Tens
     return -F.logsigmoid(chosen.float() - rejected.float() - margin).mean()
 
 
+def listwise(scores: Tensor, targets: Tensor, groups: Tensor, temperature: float = 0.05) -> Tensor:
+    """Listwise (ListNet) loss: per group, the cross-entropy from the softmax of the targets at a
+    temperature to the softmax of the scores, mean over groups.
+
+    ``ℓ_g = −Σ_{i∈g} softmax(y/τ)_i · log softmax(z)_i``. Shift-invariant in the scores, so a
+    group's loss depends only on how its scores order and space its members; a small τ makes the
+    target nearly one-hot on the best members (ties share the mass).
+
+    Args:
+        scores: ``[N]`` PRM logits z.
+        targets: ``[N]`` targets y (e.g. Q^μ in [0, 1]).
+        groups: ``[N]`` group index of each member, ``0 … G−1`` (members of a group need not be
+            contiguous; a group of one member has loss 0).
+        temperature: τ > 0.
+
+    Returns:
+        Scalar loss.
+    """
+    _same_shape(scores=scores, targets=targets, groups=groups)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z, y, g = scores.float(), targets.float() / temperature, groups.long()
+    count = int(g.max()) + 1 if g.numel() else 0
+
+    def log_softmax_by_group(x: Tensor) -> Tensor:
+        top = torch.full((count,), -torch.inf, device=x.device).scatter_reduce(0, g, x, "amax")
+        shifted = x - top[g].detach()
+        total = torch.zeros(count, device=x.device).index_add(0, g, shifted.exp())
+        return shifted - total.log()[g]
+
+    p = log_softmax_by_group(y).exp()
+    per_member = -p * log_softmax_by_group(z)
+    return torch.zeros(count, device=z.device).index_add(0, g, per_member).mean()
+
+
 def implied_reward(q_sa: Tensor, q_next: Tensor, terminal: Tensor, gamma: float) -> Tensor:
     """InversePRM implied one-step reward (Eq. 8): ``r̂ = Q(s,a) − γ·Q(s',a')``, or ``Q(s,a)`` if terminal.
 

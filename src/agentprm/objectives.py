@@ -8,6 +8,8 @@ for its rows, so no setting is repeated between model and data:
   Monte-Carlo Q̂ (AgentPRM, paper Eq. 1), V̂(s) for a value model, Q shaped by a value model
   (paper §4.2) or the search expert's advantage (``reference``);
 - :class:`RelativeObjective`: Bradley–Terry on preference pairs at the same state;
+- :class:`ListwiseObjective`: one softmax over every command of a state labelled by the search
+  expert, against its Q^μ (ListNet);
 - :class:`InverseObjective`: InversePRM, expert transitions against learner ones on the implied
   reward Q(s, a) − γ·Q(s', a'), logistic or linear (paper Eq. 9).
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AbsoluteObjective",
     "InverseObjective",
+    "ListBatch",
+    "ListwiseObjective",
     "PRMObjective",
     "PRMRow",
     "PairBatch",
@@ -311,12 +315,121 @@ class RelativeObjective(PRMObjective):
         return Predictions(probs, labels, [k for k in batch.state_key for _ in range(2)])
 
 
+@dataclass(kw_only=True)
+class ListBatch(PRMBatch):
+    """Every command of a state per row: ``target`` ``[N]`` each sequence's Q^μ, ``group`` ``[N]``
+    its row's index in the batch."""
+
+    target: torch.Tensor
+    group: torch.Tensor
+
+
+class ListwiseObjective(PRMObjective):
+    """ListNet over each labelled state's commands: the cross-entropy from softmax(Q^μ/τ) to the
+    softmax of the PRM's scores of every admissible command of the state.
+
+    One row is one state the search expert labelled (``reference_turns`` of the rollout) with all
+    its commands, so the state is encoded once per row (shared prefix) and the loss sees the whole
+    ranking at once, where :class:`RelativeObjective` with ``target: reference`` sees it as ~k²/2
+    separate pairs, each re-encoding the state. The scores are shift-invariant per state: they rank
+    commands (Best-of-N, online DPO's pairs) and do not value states.
+
+    Args:
+        temperature: τ of the target distribution on Q^μ's [0, 1] scale: the default 0.05 puts
+            e^(0.05/τ) = e× more mass on a command 0.05 better (one or two turns sooner to the goal
+            at γ = 0.95).
+        delta: Margin of the ``pair_acc`` metric: pairs whose Q^μ differ by ≥ δ.
+        max_commands: Keep at most this many commands of a state (its best and worst by Q^μ
+            alternately, then the rest dropped); 0 keeps all.
+    """
+
+    pair_accuracy = False  # logged from the loss: every ordered pair of a row
+
+    def __init__(self, temperature: float = 0.05, delta: float = 0.015, max_commands: int = 0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"objective.temperature must be > 0, found {temperature!r}")
+        check_range("objective.delta", delta, 0)
+        check_range("objective.max_commands", max_commands, 0)
+        self.temperature, self.delta, self.max_commands = temperature, delta, max_commands
+
+    def rows(self, learners, experts, context: RowContext) -> list[PRMRow]:
+        from agentprm import targets
+
+        lists = targets.reference_lists(
+            learners,
+            _reference_labels(context.rollouts),
+            lambda command: context.renderer.response("", command),
+        )
+        rows = []
+        for item in lists:
+            keep = _extremes(item.qs, self.max_commands)
+            if len(keep) < 2 or max(item.qs) - min(item.qs) < self.delta:
+                continue  # nothing to rank at this state
+            rows.append(
+                PRMRow(
+                    tuple((item.state, item.responses[i]) for i in keep),
+                    max(item.qs),
+                    item.game_ids[0],
+                    item.state.key(),
+                    tuple(item.qs[i] for i in keep),
+                )
+            )
+        return rows
+
+    def collate(self, examples: Sequence[PRMExample], pad_id: int) -> ListBatch:
+        target = torch.tensor([q for e in examples for q in e.targets], dtype=torch.float32)
+        group = torch.tensor([g for g, e in enumerate(examples) for _ in e.targets])
+        return collate_prm(examples, pad_id, kind=ListBatch, target=target, group=group)
+
+    def loss(self, scores: torch.Tensor, batch: ListBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        target, group = batch.target.to(scores.device), batch.group.to(scores.device)
+        loss = losses.listwise(scores, target, group, self.temperature)
+        top1, pairs, right = [], 0, 0.0
+        for g in range(int(group.max()) + 1):
+            z, y = scores[group == g], target[group == g]
+            top1.append(float(y[z.argmax()] >= y.max() - 1e-9))
+            better = (y[:, None] - y[None, :]) >= self.delta - 1e-12
+            pairs += int(better.sum())
+            right += float(((z[:, None] > z[None, :]) & better).sum())
+        metrics = {"loss": loss, "top1": torch.tensor(sum(top1) / len(top1))}
+        if pairs:
+            metrics["pair_acc"] = torch.tensor(right / pairs)
+        return loss, metrics
+
+    def predictions(self, scores: torch.Tensor, batch: ListBatch) -> Predictions:
+        """Each command's softmax share of its state against its share of softmax(Q^μ/τ)."""
+        target, group = batch.target.to(scores.device), batch.group.to(scores.device)
+        probs = torch.cat([torch.softmax(scores[group == g], 0) for g in range(int(group.max()) + 1)])
+        tgt = torch.cat(
+            [torch.softmax(target[group == g] / self.temperature, 0) for g in range(int(group.max()) + 1)]
+        )
+        keys = [batch.state_key[g] for g in group.tolist()]
+        return Predictions(probs, tgt, keys)
+
+
+def _extremes(qs: Sequence[float], limit: int) -> list[int]:
+    """Indices of ``qs`` to keep, in their order: all, or ``limit`` of them taking the best and
+    the worst alternately (ties by position)."""
+    if not limit or len(qs) <= limit:
+        return list(range(len(qs)))
+    order = sorted(range(len(qs)), key=lambda i: (-qs[i], i))
+    picked, lo, hi = [], 0, len(order) - 1
+    while len(picked) < limit:
+        picked.append(order[lo])
+        lo += 1
+        if len(picked) < limit:
+            picked.append(order[hi])
+            hi -= 1
+    return sorted(picked)
+
+
 class InverseObjective(PRMObjective):
     """InversePRM: expert transitions (label 1) against learner ones (label 0) on the implied reward
     r̂ = Q(s, a) − γ·Q(s', a') (Q(s, a) at a terminal step); no outcome reward.
 
     Expert demonstrations are the positives, the learner rollouts the negatives; at each expert next
-    state s' the next action a' is sampled from ``next_policy`` (π_{i−1}), learners keep their
+    state s' the next action a' is sampled from ``next_policy`` (π_{i−1}; the PRM loads it and
+    hands the data module the sampler, :func:`agentprm.prm.next_actions`), learners keep their
     logged a'.
 
     Args:
@@ -351,7 +464,7 @@ class InverseObjective(PRMObjective):
         self.next_mode, self.next_temperature, self.balance = next_mode, next_temperature, balance
 
     def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
-        if not self.expert or not self.next_policy:
+        if not self.expert or not (self.next_policy or getattr(context, "next_actions", None)):
             raise ValueError(
                 "InverseObjective needs expert (demonstrations, e.g. [builtin:small]) and next_policy "
                 "(the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
@@ -368,27 +481,17 @@ class InverseObjective(PRMObjective):
                 found += read_trajectories([source])
         return found
 
-    def _next_sampler(self, renderer, seed: int):
-        """a' ~ π(·|s') for a list of states: one sampled response each (seeded)."""
-        from agentprm.backbone import load_causal_lm, load_tokenizer
-        from agentprm.sampling import HFSampler
-
-        policy = HFSampler(
-            load_causal_lm(self.next_policy),
-            load_tokenizer(self.next_policy),
-            renderer,
-            self.next_mode,
-            self.next_temperature,
-            seed=seed,
-        )
-        return lambda states: [s[0].text for s in policy.sample(states, 1)]
-
     def rows(self, learners, experts, context: RowContext) -> list[PRMRow]:
         from agentprm import targets
 
-        sampler = self._next_sampler(context.renderer, context.seed)
+        if context.next_actions is None:
+            raise ValueError(
+                "InverseObjective needs a' ~ π(·|s'): the data module is handed next_actions by its "
+                "PRM (from objective.next_policy)"
+            )
+        sample, seed = context.next_actions, context.seed
         transitions = targets.inverse_transitions(
-            experts, learners, sampler, balance=self.balance, seed=context.seed
+            experts, learners, lambda states: sample(states, seed), balance=self.balance, seed=seed
         )
         return [
             PRMRow(

@@ -29,6 +29,7 @@ from agentprm.optim import adamw_warmup_cosine
 from agentprm.prompts import Renderer, ResponseFormat
 from agentprm.records import State
 from agentprm.sampling import (
+    HFSamplerFactory,
     chat_ids,
     pad_prompts,
     prefix_cache_forward,
@@ -221,6 +222,10 @@ class PRMModule(TrainableStage, LightningModule):
         value_model = getattr(self.objective, "value_model", None)
         if getattr(self.objective, "target", None) == "shaped" and value_model:
             inputs["values"] = state_values(value_model)  # V(s): an input, computed here
+        next_policy = getattr(self.objective, "next_policy", None)
+        if next_policy:  # InversePRM's a' ~ π(·|s'): an input too
+            o = self.objective
+            inputs["next_actions"] = next_actions(next_policy, self.renderer, o.next_mode, o.next_temperature)
         return {"tokenizer": self.tokenizer, **inputs}
 
     def encode(self, state: State, response: str) -> tuple[list[int], list[int]]:
@@ -348,3 +353,18 @@ def state_values(value_model: str) -> Callable[[list[State]], list[float]]:
     """V(s) for a list of states: the value model's logit of each state with an empty response."""
     model = PRMModule.load(value_model)
     return lambda states: [float(v[0]) for v in model.score_batch(states, [[""]] * len(states))]
+
+
+def next_actions(
+    policy: str, renderer: Renderer, mode: str = "admissible", temperature: float = 1.0
+) -> Callable[[list[State], int], list[str]]:
+    """a' ~ π(·|s') for a list of states and a seed: one sampled response per state from the
+    policy directory (InversePRM's next actions at the expert's next states)."""
+    model, tokenizer = load_causal_lm(policy), load_tokenizer(policy)
+    factory = HFSamplerFactory(mode, temperature)
+
+    def sample(states: list[State], seed: int) -> list[str]:
+        sampler = factory.build(model, tokenizer, renderer, seed)
+        return [s[0].text for s in sampler.sample(states, 1)]
+
+    return sample

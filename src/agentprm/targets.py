@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agentprm.records import State, Trajectory, register_record
+from agentprm.records import State, Step, Trajectory, register_record
 from agentprm.reference import commands_digest
 
 DiscountMode = Literal["to_go", "from_start"]
@@ -500,6 +500,108 @@ def _balance(
     return pos, neg
 
 
+@dataclass(frozen=True)
+class _LabelledTurn:
+    """One learner turn with its reference labels: V^μ(s), Q^μ of the taken command and, at a
+    labelled turn, Q^μ and the response of every admissible command (else None)."""
+
+    state: State
+    step: Step
+    game_id: str
+    value: float
+    taken_q: float
+    qs: tuple[float, ...] | None
+    responses: tuple[str, ...] | None
+
+
+def _labelled_turns(
+    trajectories: Iterable[Trajectory], labels: Iterable, response_of: Callable[[str], str]
+) -> Iterator[_LabelledTurn]:
+    """Every turn of the usable trajectories that have a label (matched by game, rollout index,
+    branch turn and commands), a branch from its branch turn on."""
+    by_key = {(lb.game_id, lb.rollout_index, lb.branch_turn, lb.commands_digest): lb for lb in labels}
+    for traj in _usable(trajectories):
+        label = by_key.get((traj.game_id, traj.rollout_index, traj.branch_turn, commands_digest(traj)))
+        if label is None:
+            continue
+        states = traj.states()
+        labelled = dict(zip(label.labelled_turns, label.labelled_q, strict=True))
+        for t in range(traj.branch_turn or 0, len(traj.steps)):
+            state, step = states[t], traj.steps[t]
+            qs = labelled.get(t)
+            responses = None
+            if qs is not None:
+                responses = tuple(
+                    step.response if cmd == step.command else response_of(cmd)
+                    for cmd in state.admissible_commands
+                )
+            yield _LabelledTurn(
+                state,
+                step,
+                traj.game_id,
+                label.values[t],
+                label.taken_q[t],
+                None if qs is None else tuple(qs),
+                responses,
+            )
+
+
+@register_record
+@dataclass(frozen=True)
+class CommandList:
+    """Every admissible command of one state with the reference policy's Q^μ of each (a listwise
+    target: :class:`agentprm.objectives.ListwiseObjective`).
+
+    Attributes:
+        state: The state (first seen).
+        commands: Its admissible commands.
+        responses: The response text of each command (the learner's own where it took it).
+        qs: Q^μ(s, c) of each command, averaged over the state's labelled visits.
+        count: The number of labelled visits merged.
+        game_ids: The distinct games of those visits.
+    """
+
+    state: State
+    commands: tuple[str, ...]
+    responses: tuple[str, ...]
+    qs: tuple[float, ...]
+    count: int
+    game_ids: tuple[str, ...]
+
+
+def reference_lists(
+    trajectories: Iterable[Trajectory], labels: Iterable, response_of: Callable[[str], str]
+) -> list[CommandList]:
+    """Per labelled state, every admissible command and its Q^μ (the listwise view of
+    :func:`reference_targets`: one softmax over a state's commands instead of its pairs).
+
+    A state labelled on several visits (loops revisit states; Q^μ is deterministic, so they agree)
+    is one list, its Q^μ averaged. Branches count from their branch turn.
+    """
+    merged: dict[str, list] = {}
+    for turn in _labelled_turns(trajectories, labels, response_of):
+        if turn.qs is None:
+            continue
+        key = turn.state.key()
+        if key not in merged:
+            merged[key] = [turn, [0.0] * len(turn.qs), 0, {}]
+        entry = merged[key]
+        entry[1] = [a + b for a, b in zip(entry[1], turn.qs, strict=True)]
+        entry[2] += 1
+        entry[3].setdefault(turn.game_id)
+    return [
+        CommandList(
+            first.state,
+            tuple(first.state.admissible_commands),
+            first.responses,
+            tuple(q / count for q in total),
+            count,
+            tuple(games),
+        )
+        for first, total, count, games in merged.values()
+    ]
+
+
 def reference_targets(
     trajectories: Iterable[Trajectory],
     labels: Iterable,
@@ -534,8 +636,6 @@ def reference_targets(
     Returns:
         The Q targets (first-seen key order) and the pairs.
     """
-    by_key = {(lb.game_id, lb.rollout_index, lb.branch_turn, lb.commands_digest): lb for lb in labels}
-
     means: dict[str, _Mean] = {}
     pairs: list[PreferencePair] = []
 
@@ -549,34 +649,30 @@ def reference_targets(
         m.games.setdefault(game)
         m.responses.setdefault(response)
 
-    for traj in _usable(trajectories):
-        label = by_key.get((traj.game_id, traj.rollout_index, traj.branch_turn, commands_digest(traj)))
-        if label is None:
+    for turn in _labelled_turns(trajectories, labels, response_of):
+        state, step, v = turn.state, turn.step, turn.value
+        add(state, step.command, step.response, turn.taken_q - v, turn.game_id)
+        if turn.qs is None:
             continue
-        states = traj.states()
-        labelled = dict(zip(label.labelled_turns, label.labelled_q, strict=True))
-        for t in range(traj.branch_turn or 0, len(traj.steps)):
-            state, step, v = states[t], traj.steps[t], label.values[t]
-            add(state, step.command, step.response, label.taken_q[t] - v, traj.game_id)
-            if t not in labelled:
-                continue
-            qs = labelled[t]
-            responses = [
-                step.response if cmd == step.command else response_of(cmd)
-                for cmd in state.admissible_commands
-            ]
-            for cmd, response, q in zip(state.admissible_commands, responses, qs, strict=True):
-                if cmd != step.command:
-                    add(state, cmd, response, q - v, traj.game_id)
-            for i, qi in enumerate(qs):
-                for j, qj in enumerate(qs):
-                    if qi - qj >= delta - _TOL:
-                        cmd_i, cmd_j = state.admissible_commands[i], state.admissible_commands[j]
-                        pairs.append(
-                            PreferencePair(
-                                state, responses[i], responses[j], cmd_i, cmd_j, qi, qj, (traj.game_id,)
-                            )
+        for cmd, response, q in zip(state.admissible_commands, turn.responses, turn.qs, strict=True):
+            if cmd != step.command:
+                add(state, cmd, response, q - v, turn.game_id)
+        for i, qi in enumerate(turn.qs):
+            for j, qj in enumerate(turn.qs):
+                if qi - qj >= delta - _TOL:
+                    cmd_i, cmd_j = state.admissible_commands[i], state.admissible_commands[j]
+                    pairs.append(
+                        PreferencePair(
+                            state,
+                            turn.responses[i],
+                            turn.responses[j],
+                            cmd_i,
+                            cmd_j,
+                            qi,
+                            qj,
+                            (turn.game_id,),
                         )
+                    )
     raw = [m.q_target(m.total / m.count) for m in means.values()]
     return (squash_targets(raw, c) if squash else raw), pairs
 

@@ -24,6 +24,8 @@ class PRMRow:
     target: float
     game_id: str
     state_key: str
+    targets: tuple[float, ...] = ()
+    """One target per sequence, for objectives that score lists (empty otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class RowContext:
     rollouts: tuple[str, ...]
     seed: int
     values: Callable[[list[State]], list[float]] | None = None
+    next_actions: Callable[[list[State], int], list[str]] | None = None
+    """InversePRM's a' ~ π(·|s'): one sampled response per state, seeded (the PRM's
+    :func:`agentprm.prm.next_actions` of ``objective.next_policy``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class PRMExample:
     game_id: str = ""
     state_key: str = ""
     state_keys: tuple[str, ...] = ()
+    targets: tuple[float, ...] = ()
 
 
 @dataclass

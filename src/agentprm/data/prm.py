@@ -64,15 +64,15 @@ class PRMDataModule(LightningDataModule):
                 self.skipped_too_long += 1
                 continue
             keys = tuple(state.key() for state, _ in row.sequences)
-            out.append(PRMExample(seqs, row.target, row.game_id, row.state_key, keys))
+            out.append(PRMExample(seqs, row.target, row.game_id, row.state_key, keys, row.targets))
         return out
 
-    def connect(self, tokenizer, renderer, objective, encode, values=None) -> None:
+    def connect(self, tokenizer, renderer, objective, encode, values=None, next_actions=None) -> None:
         """What the PRM hands its data (:meth:`agentprm.prm.PRMModule.data_inputs`, in the stage's
         ``setup``): its tokenizer, renderer, objective, ``encode(state, response) -> (prompt ids,
-        response ids)`` and, for shaped targets, ``values(states) -> V(s)``. The rows are built
-        here, once."""
-        self._inputs = (tokenizer, renderer, objective, encode, values)
+        response ids)``, for shaped targets ``values(states) -> V(s)`` and for InversePRM
+        ``next_actions(states, seed) -> a'``. The rows are built here, once."""
+        self._inputs = (tokenizer, renderer, objective, encode, values, next_actions)
         self._build()
 
     def _build(self) -> None:
@@ -80,11 +80,11 @@ class PRMDataModule(LightningDataModule):
             return
         from agentprm.targets import split_games
 
-        tokenizer, renderer, objective, encode, values = self._inputs
+        tokenizer, renderer, objective, encode, values, next_actions = self._inputs
         h = self.hparams
         self.objective = objective
         learners = read_trajectories(h.rollouts)
-        context = RowContext(renderer, tuple(h.rollouts), h.seed, values)
+        context = RowContext(renderer, tuple(h.rollouts), h.seed, values, next_actions)
         experts = objective.prepare(learners, context)
         # One split over every game, so a game's demonstrations and rollouts land on the same side.
         _, val_games = split_games([t.game_id for t in [*learners, *experts]], h.val_fraction, h.seed)
