@@ -109,18 +109,22 @@ def listwise(scores: Tensor, targets: Tensor, groups: Tensor, temperature: float
     _same_shape(scores=scores, targets=targets, groups=groups)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    z, y, g = scores.float(), targets.float() / temperature, groups.long()
+    g = groups.long()
+    p = group_log_softmax(targets.float() / temperature, g).exp()
+    per_member = -p * group_log_softmax(scores.float(), g)
     count = int(g.max()) + 1 if g.numel() else 0
+    return torch.zeros(count, device=scores.device).index_add(0, g, per_member).mean()
 
-    def log_softmax_by_group(x: Tensor) -> Tensor:
-        top = torch.full((count,), -torch.inf, device=x.device).scatter_reduce(0, g, x, "amax")
-        shifted = x - top[g].detach()
-        total = torch.zeros(count, device=x.device).index_add(0, g, shifted.exp())
-        return shifted - total.log()[g]
 
-    p = log_softmax_by_group(y).exp()
-    per_member = -p * log_softmax_by_group(z)
-    return torch.zeros(count, device=z.device).index_add(0, g, per_member).mean()
+def group_log_softmax(x: Tensor, groups: Tensor) -> Tensor:
+    """``log softmax`` of ``x`` ``[N]`` within each group (``groups`` ``[N]``: ``0 … G−1``), in
+    the members' order; stable (each group's maximum subtracted first)."""
+    g = groups.long()
+    count = int(g.max()) + 1 if g.numel() else 0
+    top = torch.full((count,), -torch.inf, device=x.device).scatter_reduce(0, g, x, "amax")
+    shifted = x - top[g].detach()
+    total = torch.zeros(count, device=x.device).index_add(0, g, shifted.exp())
+    return shifted - total.log()[g]
 
 
 def implied_reward(q_sa: Tensor, q_next: Tensor, terminal: Tensor, gamma: float) -> Tensor:

@@ -399,12 +399,9 @@ class ListwiseObjective(PRMObjective):
     def predictions(self, scores: torch.Tensor, batch: ListBatch) -> Predictions:
         """Each command's softmax share of its state against its share of softmax(Q^μ/τ)."""
         target, group = batch.target.to(scores.device), batch.group.to(scores.device)
-        probs = torch.cat([torch.softmax(scores[group == g], 0) for g in range(int(group.max()) + 1)])
-        tgt = torch.cat(
-            [torch.softmax(target[group == g] / self.temperature, 0) for g in range(int(group.max()) + 1)]
-        )
-        keys = [batch.state_key[g] for g in group.tolist()]
-        return Predictions(probs, tgt, keys)
+        probs = losses.group_log_softmax(scores, group).exp()
+        shares = losses.group_log_softmax(target / self.temperature, group).exp()
+        return Predictions(probs, shares, [batch.state_key[g] for g in group.tolist()])
 
 
 def _extremes(qs: Sequence[float], limit: int) -> list[int]:
@@ -464,10 +461,11 @@ class InverseObjective(PRMObjective):
         self.next_mode, self.next_temperature, self.balance = next_mode, next_temperature, balance
 
     def prepare(self, learners: Sequence[Trajectory], context: RowContext) -> list[Trajectory]:
-        if not self.expert or not (self.next_policy or getattr(context, "next_actions", None)):
+        if not self.expert or getattr(context, "next_actions", None) is None:
             raise ValueError(
                 "InverseObjective needs expert (demonstrations, e.g. [builtin:small]) and next_policy "
-                "(the policy a' is sampled from, e.g. runs/quickstart/sft/policy)"
+                "(the policy a' is sampled from, e.g. runs/quickstart/sft/policy; its PRM hands the "
+                "data module that sampler as next_actions)"
             )
         check_sources("objective.expert", self.expert)
         from agentprm.data.common import read_trajectories
@@ -484,12 +482,7 @@ class InverseObjective(PRMObjective):
     def rows(self, learners, experts, context: RowContext) -> list[PRMRow]:
         from agentprm import targets
 
-        if context.next_actions is None:
-            raise ValueError(
-                "InverseObjective needs a' ~ π(·|s'): the data module is handed next_actions by its "
-                "PRM (from objective.next_policy)"
-            )
-        sample, seed = context.next_actions, context.seed
+        sample, seed = context.next_actions, context.seed  # checked in prepare
         transitions = targets.inverse_transitions(
             experts, learners, lambda states: sample(states, seed), balance=self.balance, seed=seed
         )
