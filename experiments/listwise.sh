@@ -8,18 +8,20 @@
 # numbers).
 #   [HISTORY=k] [MARGIN=m] experiments/listwise.sh [EPOCHS] [MINUTES] [LR] [SEED...]
 #   (defaults 6 30 3e-4 0 1 2; HISTORY: the PRM's history window, 1 as pi0's, "null" for every
-#   turn; MARGIN: DPO's minimum PRM-score gap between chosen and rejected, default 0)
+#   turn; MARGIN: DPO's minimum PRM-score gap between chosen and rejected, default 0; CANDIDATES:
+#   DPO's candidates, distinct (default) or sample: 4 samples of the policy, repeats allowed; PRIOR:
+#   the PRM's likelihood_prior w, score = head + w * log pi0(response | state), default 0)
 source "$(dirname "$0")/common.sh"
 EPOCHS=${1:-6}; MINUTES=${2:-30}; LR=${3:-3e-4}; shift 3 || shift $#; SEEDS=${*:-0 1 2}
-HISTORY=${HISTORY:-1}; MARGIN=${MARGIN:-0}
+HISTORY=${HISTORY:-1}; MARGIN=${MARGIN:-0}; CANDIDATES=${CANDIDATES:-distinct}; PRIOR=${PRIOR:-0}
 D=$EXP/sft12-s0; P=$D/policy; R=$D/rollouts240-ref
-TAG=e$EPOCHS$([ "$LR" = 3e-4 ] || echo "-lr$LR")$([ "$HISTORY" = 1 ] || echo "-h$HISTORY")
-Q=$D/prm-list240-$TAG; RUN=list-$TAG$([ "$MARGIN" = 0 ] || echo "-m$MARGIN")
+TAG=e$EPOCHS$([ "$LR" = 3e-4 ] || echo "-lr$LR")$([ "$HISTORY" = 1 ] || echo "-h$HISTORY")$([ "$PRIOR" = 0 ] || echo "-w$PRIOR")
+Q=$D/prm-list240-$TAG; RUN=list-$TAG$([ "$MARGIN" = 0 ] || echo "-m$MARGIN")$([ "$CANDIDATES" = distinct ] || echo "-$CANDIDATES")
 [ -f "$R/manifest.json" ] || { echo "run experiments/wide_states.sh first (its rollouts)"; exit 1; }
 s=$(date +%s)
 [ -f "$Q/model/head.pt" ] || $AGENTPRM fit -c configs/prm/listwise.yaml --model.init_args.model="$P" \
   --data.init_args.rollouts="[$R]" --trainer.max_epochs="$EPOCHS" --model.init_args.lr="$LR" \
-  --model.init_args.history_window="$HISTORY" --data.init_args.max_length=1024 \
+  --model.init_args.history_window="$HISTORY" --model.init_args.likelihood_prior="$PRIOR" --data.init_args.max_length=1024 \
   --trainer.max_time="00:00:$MINUTES:00" --trainer.default_root_dir="$Q" --model.init_args.output_dir="$Q/model" > "$Q.log" 2>&1
 echo "PRM fit: $(( $(date +%s) - s )) s"
 for split in eval4 train4; do
@@ -36,7 +38,7 @@ done
 export BASE=$D/crn EXP
 for seed in $SEEDS; do
   experiments/dpo_oracle.sh "$RUN-seed$seed" "$R" "$P" --model.init_args.prm="$Q/model" \
-    --model.init_args.candidates=distinct --model.init_args.beta=0.3 --model.init_args.lr=1e-4 \
+    --model.init_args.candidates="$CANDIDATES" --model.init_args.beta=0.3 --model.init_args.lr=1e-4 \
     --model.init_args.margin="$MARGIN" --seed_everything="$seed" --model.init_args.seed="$seed"
 done
 for split in eval4 train4; do

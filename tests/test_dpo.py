@@ -296,3 +296,32 @@ def test_oracle_dpo_with_an_nll_anchor_raises_the_chosen_likelihood(tmp_path, sm
     before = chosen_logp()
     _trainer(tmp_path, 6).fit(module, data)
     assert chosen_logp() > before
+
+
+def test_a_prm_with_a_likelihood_prior_scores_with_it_inside_the_cli(tmp_path, scripted_rollouts, small_root):
+    """The PRM loaded by a CLI-built DPO stage keeps its likelihood prior (LightningCLI hands its
+    own arguments to every save_hyperparameters under it): with a zero head, every score DPO logs
+    is the response's log-likelihood, so negative and different between responses."""
+    prm = tmp_path / "prior-prm"
+    PRMModule("tiny", head_init_std=0.0, likelihood_prior=1.0)._save(str(prm))
+    out = tmp_path / "policy"
+    args = [
+        "fit",
+        "-c",
+        str(ROOT / "configs/policy/quickstart.yaml"),
+        f"--trainer.default_root_dir={out}",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--model.init_args.model=tiny",
+        f"--model.init_args.prm={prm}",
+        "--model.init_args.candidates=distinct",
+        f"--data.init_args.rollouts=[{scripted_rollouts}]",
+        "--data.init_args.batch_size=4",
+        "--trainer.callbacks+=agentprm.callbacks.SampleLogger",
+    ]
+    assert main(args) == 0
+    scores = [
+        s for row in read_lines(out / "lightning_logs" / "version_0" / "samples.jsonl") for s in row["scores"]
+    ]
+    assert scores and max(scores) < 0 and len(set(scores)) > 1

@@ -480,3 +480,65 @@ def test_a_custom_objective_by_class_path_trains_end_to_end(tmp_path, scripted_r
     assert OutcomeObjective.calls > 10 and [r for r in rows if r.get("val/ece")]
     prm = PRMModule.load(str(out / "prm"))
     assert type(prm.objective) is OutcomeObjective and prm.objective.scale == 2.0
+
+
+def test_likelihood_prior_adds_the_response_log_likelihood(tmp_path):
+    """score = head(h) + w·log p(response | state) on every scoring path: a state's responses in one
+    forward, a training batch whose shared prefix runs into the responses, whole sequences; the
+    setting is saved with the PRM; bad values and batches without response starts stop clearly."""
+    from agentprm.sampling import score_continuations
+
+    torch.manual_seed(0)
+    w = 0.5
+    prm = PRMModule("tiny", head_init_std=1.0, likelihood_prior=w).eval()
+    state = State(
+        task="put a clean mug in cabinet.",
+        observation="You arrive at countertop 1. On the countertop 1, you see a mug 1, and a apple 2.",
+        admissible_commands=("go to cabinet 1", "go to cabinet 2", "take mug 1 from countertop 1", "look"),
+        history=(Turn("You are in the middle of a room.", "go to countertop 1"),),
+        game_id="g",
+        turn=1,
+    )
+    responses = [prm.renderer.response("", c) for c in state.admissible_commands]
+    encoded = [prm.encode(state, r) for r in responses]
+    prompt = encoded[0][0]
+    with torch.no_grad():
+        loglik = score_continuations(prm.lm, prompt, [r for _, r in encoded], prm.tokenizer.pad_token_id)
+        prm.likelihood_prior = 0.0
+        head_only = prm.score(state, responses)
+        prm.likelihood_prior = w
+        expected = head_only + w * loglik
+        assert loglik.std() > 1e-3 and head_only.std() > 1e-3  # both parts really differ by response
+        torch.testing.assert_close(prm.score(state, responses), expected, rtol=1e-4, atol=1e-4)
+        for share in (True, False):
+            examples = [
+                PRMExample(
+                    tuple(tuple(p + r) for p, r in encoded), state_key="s", response_starts=(len(prompt),) * 4
+                )
+            ]
+            batch = collate_prm(examples, prm.tokenizer.pad_token_id, share_prefix=share)
+            assert batch.response_start.tolist() == [len(prompt)] * 4
+            assert batch.shares_prefixes == share
+            torch.testing.assert_close(prm.batch_scores(batch), expected, rtol=1e-4, atol=1e-4)
+        # two responses sharing tokens past the prompt: the prefix runs into the response
+        pair = [
+            PRMExample(
+                tuple(tuple(p + r) for p, r in encoded[:2]), state_key="s", response_starts=(len(prompt),) * 2
+            )
+        ]
+        batch = collate_prm(pair, prm.tokenizer.pad_token_id)
+        assert batch.prefix_mask.sum() > len(prompt)
+        torch.testing.assert_close(prm.batch_scores(batch), expected[:2], rtol=1e-4, atol=1e-4)
+        batch.response_start = None
+        with pytest.raises(ValueError, match="response_start"):
+            prm.batch_scores(batch)
+    prm.train()
+    scores = prm.batch_scores(collate_prm(pair, prm.tokenizer.pad_token_id))
+    scores.sum().backward()  # the likelihood part trains the LM head (tied to the embedding) too
+    assert prm.lm.get_output_embeddings().weight.grad.abs().sum() > 0
+    prm._save(str(tmp_path / "prm"))
+    loaded = PRMModule.load(str(tmp_path / "prm"))
+    assert loaded.likelihood_prior == w
+    torch.testing.assert_close(loaded.score(state, responses), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"model\.likelihood_prior: expected a weight >= 0"):
+        PRMModule("tiny", likelihood_prior=-1.0)

@@ -93,6 +93,11 @@ class PRMModule(TrainableStage, LightningModule):
             any class implementing :class:`~agentprm.objectives.PRMObjective`, by ``class_path``.
             None: ``AbsoluteObjective()``. The data module builds its rows from it.
         head_init_std: Standard deviation of the head's initial weights (scores start near 0).
+        likelihood_prior: Weight w of the LM's own log-likelihood of the response in the score:
+            score = head(h) + w · log p(response | state). From a policy's weights with w > 0 the
+            PRM starts at that policy's ranking of the responses (the head starts near 0), and
+            training moves the score only as far as its targets say: a residual on the policy.
+            0 (default): the head alone. Not with FSDP (the LM head shares a sharded embedding).
         lr: Peak learning rate (AdamW), linear warm-up then cosine decay to 10%.
         weight_decay: AdamW weight decay.
         warmup_steps: Warm-up steps.
@@ -113,6 +118,7 @@ class PRMModule(TrainableStage, LightningModule):
         gradient_checkpointing: bool = False,
         objective: PRMObjective | None = None,
         head_init_std: float = 1e-3,
+        likelihood_prior: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 20,
@@ -123,6 +129,8 @@ class PRMModule(TrainableStage, LightningModule):
     ) -> None:
         super().__init__()
         check_model_path("model.model", model)
+        if not likelihood_prior >= 0.0:
+            raise ValueError(f"model.likelihood_prior: expected a weight >= 0, found {likelihood_prior}")
         if output_dir:
             check_writable("model.output_dir", output_dir)
         self.objective = objectives.from_config(objective)
@@ -131,6 +139,9 @@ class PRMModule(TrainableStage, LightningModule):
         self.lm = load_causal_lm(model, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing)
         self.tokenizer = load_tokenizer(model)
         self.renderer = Renderer(template, history_window, response_format)
+        # An attribute, not read from hparams: inside another stage built by LightningCLI (online
+        # DPO's PRM) save_hyperparameters records that stage's arguments, not these.
+        self.likelihood_prior = float(likelihood_prior)
         hidden = self.trunk.config.hidden_size
         self.head = torch.nn.Linear(hidden, 1)
         torch.nn.init.normal_(self.head.weight, std=head_init_std)
@@ -172,14 +183,43 @@ class PRMModule(TrainableStage, LightningModule):
         return prm.eval()
 
     # -- scoring ------------------------------------------------------------------------------
-    def forward(self, input_ids, attention_mask, score_index) -> torch.Tensor:
-        """Scores ``[B]`` of right-padded sequences, read at ``score_index`` ``[B]``."""
+    def forward(self, input_ids, attention_mask, score_index, response_start=None) -> torch.Tensor:
+        """Scores ``[B]`` of right-padded sequences, read at ``score_index`` ``[B]``; with a
+        likelihood prior, ``response_start`` ``[B]`` says where each response begins."""
         hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), score_index]
-        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        scores = self.head(hidden[rows, score_index].to(self.head.weight.dtype)).squeeze(-1)
+        if not self.likelihood_prior:
+            return scores
+        rows = rows[:, None]
+        loglik = self._response_loglik(
+            lambda p: hidden[rows, p], lambda t: input_ids[rows, t], self._starts(response_start), score_index
+        )
+        return scores + self.likelihood_prior * loglik
+
+    @staticmethod
+    def _starts(response_start) -> torch.Tensor:
+        if response_start is None:
+            raise ValueError(
+                "a PRM with a likelihood prior needs where each response begins (the batch's "
+                "response_start): build its batches with agentprm.data.PRMDataModule"
+            )
+        return response_start
+
+    def _response_loglik(self, hidden_at, token_at, start, last) -> torch.Tensor:
+        """Σ_t log p(x_t | x_<t) over positions ``start`` … ``last`` of each sequence ``[N]``, from
+        the trunk's hidden states (``hidden_at(positions [N, R]) -> [N, R, H]``) through the LM head."""
+        width = max(int((last - start).max()) + 1, 1)
+        t = start[:, None] + torch.arange(width, device=start.device)
+        real = t <= last[:, None]
+        t = torch.minimum(t, last[:, None])
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        logits = base.get_output_embeddings()(hidden_at(t - 1)).float()
+        token = logits.log_softmax(-1).gather(-1, token_at(t).unsqueeze(-1)).squeeze(-1)
+        return (token * real).sum(-1)
 
     def forward_shared(
-        self, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index
+        self, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index, response_start=None
     ) -> torch.Tensor:
         """Scores ``[N]`` of sequences that share prefixes, each prefix run once (differentiable).
 
@@ -188,14 +228,38 @@ class PRMModule(TrainableStage, LightningModule):
         left-padded prefixes ``[G, P]`` run as one batch into a KV cache; every continuation (right-
         padded, ``[N, C]``) runs against its prefix's rows of that cache, its positions continuing
         the prefix's real length and the prefix's padding masked out. Gradients flow through the
-        cache into the prefixes; the scores equal :meth:`forward` on the whole sequences.
+        cache into the prefixes; the scores equal :meth:`forward` on the whole sequences (a response
+        may begin inside its shared prefix: ``response_start`` counts from the prefix's first token).
         """
-        _, out = prefix_cache_forward(
+        prefix_out, out = prefix_cache_forward(
             self.trunk, prefix_ids, prefix_mask, continuation_ids, continuation_mask, prefix_index
         )
         last = continuation_mask.sum(1) - 1
-        picked = out.last_hidden_state[torch.arange(last.shape[0], device=last.device), last]
-        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+        rows = torch.arange(last.shape[0], device=last.device)
+        scores = self.head(out.last_hidden_state[rows, last].to(self.head.weight.dtype)).squeeze(-1)
+        if not self.likelihood_prior:
+            return scores
+        # Position p of sequence n: the prefix's p-th real token (left-padded) or continuation p − L.
+        rows, owner = rows[:, None], prefix_index[:, None]
+        width, length = prefix_ids.shape[1], prefix_mask.sum(1)[prefix_index][:, None]
+        cont_width = continuation_ids.shape[1]
+
+        def at(prefix, continuation):
+            def read(p):
+                inside = p < length
+                a = prefix[owner, (width - length + p).clamp(0, width - 1)]
+                b = continuation[rows, (p - length).clamp(0, cont_width - 1)]
+                return torch.where(inside.unsqueeze(-1) if a.dim() == 3 else inside, a, b)
+
+            return read
+
+        loglik = self._response_loglik(
+            at(prefix_out.last_hidden_state, out.last_hidden_state),
+            at(prefix_ids, continuation_ids),
+            self._starts(response_start),
+            length.squeeze(1) + last,
+        )
+        return scores + self.likelihood_prior * loglik
 
     def batch_scores(self, batch) -> torch.Tensor:
         """Scores ``[N]`` of a :func:`~agentprm.data.collate_prm` batch, in the order of its sequences.
@@ -213,8 +277,9 @@ class PRMModule(TrainableStage, LightningModule):
                 batch.continuation_ids,
                 batch.continuation_mask,
                 batch.prefix_index,
+                batch.response_start,
             )
-        return self(batch.input_ids, batch.attention_mask, batch.score_index)
+        return self(batch.input_ids, batch.attention_mask, batch.score_index, batch.response_start)
 
     def data_inputs(self) -> dict:
         """What :class:`~agentprm.data.PRMDataModule` is handed (``connect``, in ``setup``)."""
@@ -266,7 +331,8 @@ class PRMModule(TrainableStage, LightningModule):
                     self.tokenizer.pad_token_id,
                     self.device,
                 )
-                scores = self.forward_shared(*tensors).float().cpu()
+                starts = torch.tensor([len(p) for p, s, _ in chunk for _ in s], device=self.device)
+                scores = self.forward_shared(*tensors, starts).float().cpu()
                 distinct_scores += scores.split([len(s) for _, s, _ in chunk])
         finally:
             self.train(was_training)
@@ -320,6 +386,11 @@ class PRMModule(TrainableStage, LightningModule):
     saved_modules = ("lm", "head")
 
     def configure_model(self) -> None:
+        if self.likelihood_prior and getattr(self, "device_mesh", None) is not None:
+            raise ValueError(
+                "model.likelihood_prior: not supported under FSDP (the LM head it reads shares the "
+                "sharded embedding); train this PRM with DDP or on one device"
+            )
         super().configure_model()
         if self.sharded:  # the LM head (unused here) shares the embedding, now a sharded parameter
             self.lm.tie_weights()
@@ -337,7 +408,11 @@ class PRMModule(TrainableStage, LightningModule):
         source = states.get("head") or {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
         head = {"weight": source["weight"], "bias": source["bias"]}
         keys = ("template", "history_window", "response_format")
-        settings = {**{k: self.hparams[k] for k in keys}, "objective": objectives.to_config(self.objective)}
+        settings = {
+            **{k: self.hparams[k] for k in keys},
+            "likelihood_prior": self.likelihood_prior,
+            "objective": objectives.to_config(self.objective),
+        }
         table = self.calibration_table
 
         def head_and_settings(folder: Path) -> None:

@@ -59,6 +59,8 @@ class PRMExample:
     state_key: str = ""
     state_keys: tuple[str, ...] = ()
     targets: tuple[float, ...] = ()
+    response_starts: tuple[int, ...] = ()
+    """Where each sequence's response begins (its prompt's length); empty when not known."""
 
 
 @dataclass
@@ -71,8 +73,9 @@ class PRMBatch:
     share a token prefix, the prefix fields lay each shared prefix out once (see
     :func:`shared_prefix_batch`): ``prefix_ids``/``prefix_mask`` ``[G, P]`` (left-padded),
     ``continuation_ids``/``continuation_mask`` ``[N, C]`` (right-padded, in the order of
-    ``input_ids``) and ``prefix_index`` ``[N]``; otherwise they are None. Each objective extends it
-    with its own fields (:mod:`agentprm.objectives`).
+    ``input_ids``) and ``prefix_index`` ``[N]``; otherwise they are None. ``response_start`` ``[N]``:
+    the position of each sequence's first response token (None when an example does not say). Each
+    objective extends it with its own fields (:mod:`agentprm.objectives`).
     """
 
     input_ids: torch.Tensor
@@ -85,6 +88,7 @@ class PRMBatch:
     continuation_ids: torch.Tensor | None = None
     continuation_mask: torch.Tensor | None = None
     prefix_index: torch.Tensor | None = None
+    response_start: torch.Tensor | None = None
 
     @property
     def shares_prefixes(self) -> bool:
@@ -110,6 +114,8 @@ def collate_prm(
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
     shared = shared_prefix_batch(examples, pad_id) if share_prefix else {}
+    if all(len(e.response_starts) == len(e.sequences) for e in examples):
+        shared["response_start"] = torch.tensor([r for e in examples for r in e.response_starts])
     return kind(
         input_ids=ids,
         attention_mask=mask,

@@ -59,12 +59,14 @@ class PRMDataModule(LightningDataModule):
     def _examples(self, rows: Sequence[PRMRow], encode) -> list[PRMExample]:
         out: list[PRMExample] = []
         for row in rows:
-            seqs = tuple(tuple(p + r) for p, r in (encode(state, x) for state, x in row.sequences))
+            encoded = [encode(state, x) for state, x in row.sequences]
+            seqs = tuple(tuple(p + r) for p, r in encoded)
             if max(map(len, seqs)) > self.hparams.max_length:
                 self.skipped_too_long += 1
                 continue
             keys = tuple(state.key() for state, _ in row.sequences)
-            out.append(PRMExample(seqs, row.target, row.game_id, row.state_key, keys, row.targets))
+            starts = tuple(len(p) for p, _ in encoded)
+            out.append(PRMExample(seqs, row.target, row.game_id, row.state_key, keys, row.targets, starts))
         return out
 
     def connect(self, tokenizer, renderer, objective, encode, values=None, next_actions=None) -> None:
