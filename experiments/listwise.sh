@@ -6,7 +6,7 @@
 # MINUTES at learning rate LR; probed at pi0's held-out and training-game states against the
 # oracle; then 60 online DPO steps against it for each SEED, each paired with pi0 (common random
 # numbers).
-#   [HISTORY=k] [MARGIN=m] experiments/listwise.sh [EPOCHS] [MINUTES] [LR] [SEED...]
+#   [HISTORY=k] [MARGIN=m] [CANDIDATES=c] [PRIOR=w] experiments/listwise.sh [EPOCHS] [MINUTES] [LR] [SEED...]
 #   (defaults 6 30 3e-4 0 1 2; HISTORY: the PRM's history window, 1 as pi0's, "null" for every
 #   turn; MARGIN: DPO's minimum PRM-score gap between chosen and rejected, default 0; CANDIDATES:
 #   DPO's candidates, distinct (default) or sample: 4 samples of the policy, repeats allowed; PRIOR:

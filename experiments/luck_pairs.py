@@ -16,13 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from agentprm import targets
-from agentprm.backbone import load_causal_lm, load_tokenizer
-from agentprm.data.common import read_trajectories
-from agentprm.objectives import _reference_labels
-from agentprm.prm import PRMModule
-from agentprm.prompts import Renderer
-from agentprm.sampling import HFSamplerFactory
+from pair_quality import load_labelled, policy_logps
 
 DELTA = 0.015
 
@@ -43,27 +37,13 @@ def main() -> None:
     parser.add_argument("--history-window", type=int, default=1, help="the policy's prompt")
     ns = parser.parse_args()
 
-    learners = read_trajectories([ns.rollouts])
-    _, val = targets.split_games([t.game_id for t in learners], 0.15, 42)
-    prm = PRMModule.load(ns.prm).eval()
-    response = lambda command: prm.renderer.response("", command)  # noqa: E731
-    lists = targets.reference_lists(
-        [t for t in learners if t.game_id in set(val)], _reference_labels([ns.rollouts]), response
-    )
-    policy = HFSamplerFactory("admissible", 1.0).build(
-        load_causal_lm(ns.policy),
-        load_tokenizer(ns.policy),
-        Renderer("compact", ns.history_window, "action"),
-        0,
-    )
+    prm, response, lists, games, policy = load_labelled(ns.prm, ns.policy, ns.rollouts, ns.history_window)
     kinds = ("same type", "other types", "decidable")
     counts = {k: [0, 0, 0] for k in kinds}  # pairs, PRM right, policy right
     best_hidden = 0
     for x in lists:
         z = prm.score(x.state, list(x.responses)).tolist()
-        texts, _, lp = policy.candidate_logprobs([x.state])[0]
-        by_text = {t: float(v) for t, v in zip(texts, lp, strict=True)}
-        logp = [by_text[response(c)] for c in x.commands]
+        logp = policy_logps(policy, x, response)
         visited = {t.command[len("go to ") :] for t in x.state.history if t.command.startswith("go to ")}
         types = [unvisited_type(c, visited) for c in x.commands]
         best = max(range(len(x.qs)), key=x.qs.__getitem__)
@@ -81,7 +61,7 @@ def main() -> None:
                 c[1] += z[i] > z[j]
                 c[2] += logp[i] > logp[j]
     total = sum(c[0] for c in counts.values())
-    print(f"{len(lists)} labelled states of {len(val)} validation games, {total} pairs")
+    print(f"{len(lists)} labelled states of {games} validation games, {total} pairs")
     print(f"the oracle's best command is a go to an unvisited receptacle at {best_hidden / len(lists):.3f}")
     for k, (n, prm_right, pol_right) in counts.items():
         print(

@@ -32,6 +32,33 @@ from agentprm.sampling import HFSamplerFactory
 DELTA = 0.015
 
 
+def load_labelled(prm_dir: str, policy_dir: str, rollouts: str, history_window: int = 1):
+    """The PRM, its response text of a command, every labelled state of the validation games (the
+    PRM data module's split: fraction 0.15, seed 42) as a CommandList, the number of those games,
+    and the policy's admissible-mode sampler."""
+    learners = read_trajectories([rollouts])
+    _, val = targets.split_games([t.game_id for t in learners], 0.15, 42)
+    prm = PRMModule.load(prm_dir).eval()
+    response = lambda command: prm.renderer.response("", command)  # noqa: E731
+    lists = targets.reference_lists(
+        [t for t in learners if t.game_id in set(val)], _reference_labels([rollouts]), response
+    )
+    policy = HFSamplerFactory("admissible", 1.0).build(
+        load_causal_lm(policy_dir),
+        load_tokenizer(policy_dir),
+        Renderer("compact", history_window, "action"),
+        0,
+    )
+    return prm, response, lists, len(val), policy
+
+
+def policy_logps(policy, labelled, response) -> list[float]:
+    """The policy's log-likelihood of each command of a labelled state, in its order."""
+    texts, _, lp = policy.candidate_logprobs([labelled.state])[0]
+    by_text = {t: float(v) for t, v in zip(texts, lp, strict=True)}
+    return [by_text[response(c)] for c in labelled.commands]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prm")
@@ -41,29 +68,13 @@ def main() -> None:
     parser.add_argument("--history-window", type=int, default=1, help="the policy's prompt")
     ns = parser.parse_args()
 
-    learners = read_trajectories([ns.rollouts])
-    _, val = targets.split_games([t.game_id for t in learners], 0.15, 42)
-    prm = PRMModule.load(ns.prm).eval()
-    response = lambda command: prm.renderer.response("", command)  # noqa: E731
-    lists = targets.reference_lists(
-        [t for t in learners if t.game_id in set(val)], _reference_labels([ns.rollouts]), response
-    )
+    prm, response, lists, games, policy = load_labelled(ns.prm, ns.policy, ns.rollouts, ns.history_window)
     lists = [x for x in lists if max(x.qs) - min(x.qs) >= DELTA]
     random.Random(0).shuffle(lists)
     lists = lists[: ns.states]
-    policy = HFSamplerFactory("admissible", 1.0).build(
-        load_causal_lm(ns.policy),
-        load_tokenizer(ns.policy),
-        Renderer("compact", ns.history_window, "action"),
-        0,
-    )
     prm_scores = [prm.score(x.state, list(x.responses)).tolist() for x in lists]
-    logps = []
-    for x in lists:
-        texts, _, lp = policy.candidate_logprobs([x.state])[0]
-        by_text = {t: float(v) for t, v in zip(texts, lp, strict=True)}
-        logps.append([by_text[response(c)] for c in x.commands])
-    print(f"{len(lists)} labelled states of {len(val)} validation games")
+    logps = [policy_logps(policy, x, response) for x in lists]
+    print(f"{len(lists)} labelled states of {games} validation games")
 
     def report(name, scores):
         rng = random.Random(1)
