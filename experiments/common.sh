@@ -26,3 +26,22 @@ train_games() {
 rate() {
   python3 -c "import json,sys; s=json.load(open(sys.argv[1]+'/summary.json')); print(f\"{s['success_rate']:.3f} {s['won']}/{s['episodes']} {s['mean_actions']:.1f}\")" "$1"
 }
+
+# dpo_seeded NAME ROLLOUTS POLICY SEED PRM [overrides…]: experiments/dpo_oracle.sh with the DPO
+# settings of sections 6-9 (60 steps, beta 0.3, lr 1e-4, seeded by SEED) against the scorer PRM,
+# paired with the policy's evaluations in $BASE
+dpo_seeded() {
+  local name=$1 rollouts=$2 policy=$3 seed=$4 prm=$5; shift 5
+  experiments/dpo_oracle.sh "$name" "$rollouts" "$policy" --model.init_args.prm="$prm" \
+    --model.init_args.beta=0.3 --model.init_args.lr=1e-4 --seed_everything="$seed" \
+    --model.init_args.seed="$seed" "$@"
+}
+
+# pooled BASE RUN SEED…: the runs $EXP/dpo/RUN-seedS against the policy's evaluations in BASE,
+# pooled by game (experiments/pool_seeds.py), held-out then training games
+pooled() {
+  local base=$1 run=$2 split s; shift 2
+  for split in eval4 train4; do
+    .venv/bin/python experiments/pool_seeds.py "$base/pi0-$split" $(for s in "$@"; do echo "$EXP/dpo/$run-seed$s/$split"; done)
+  done
+}

@@ -37,10 +37,7 @@ PY
 done
 export BASE=$D/crn EXP
 for seed in $SEEDS; do
-  experiments/dpo_oracle.sh "$RUN-seed$seed" "$R" "$P" --model.init_args.prm="$Q/model" \
-    --model.init_args.candidates="$CANDIDATES" --model.init_args.beta=0.3 --model.init_args.lr=1e-4 \
-    --model.init_args.margin="$MARGIN" --seed_everything="$seed" --model.init_args.seed="$seed"
+  dpo_seeded "$RUN-seed$seed" "$R" "$P" "$seed" "$Q/model" --model.init_args.candidates="$CANDIDATES" \
+    --model.init_args.margin="$MARGIN"
 done
-for split in eval4 train4; do
-  .venv/bin/python experiments/pool_seeds.py "$D/crn/pi0-$split" $(for s in $SEEDS; do echo "$EXP/dpo/$RUN-seed$s/$split"; done)
-done
+pooled "$D/crn" "$RUN" $SEEDS

@@ -19,10 +19,6 @@ PRMModule(sys.argv[1], head_init_std=0.0, likelihood_prior=1.0)._save(sys.argv[2
 PY
 export BASE=$D/crn EXP
 for seed in $SEEDS; do
-  experiments/dpo_oracle.sh "prior-only-sample-seed$seed" "$R" "$P" --model.init_args.prm="$Q" \
-    --model.init_args.candidates=sample --model.init_args.beta=0.3 --model.init_args.lr=1e-4 \
-    --seed_everything="$seed" --model.init_args.seed="$seed"
+  dpo_seeded "prior-only-sample-seed$seed" "$R" "$P" "$seed" "$Q" --model.init_args.candidates=sample
 done
-for split in eval4 train4; do
-  .venv/bin/python experiments/pool_seeds.py "$D/crn/pi0-$split" $(for s in $SEEDS; do echo "$EXP/dpo/prior-only-sample-seed$s/$split"; done)
-done
+pooled "$D/crn" prior-only-sample $SEEDS

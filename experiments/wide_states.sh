@@ -30,12 +30,7 @@ print(f"probe: expert-first {r['prm_top1']:.3f} | oracle-best first {o['prm_top1
       f"pi0 oracle-best first {o['policy_top1']:.3f}")
 PY
 export BASE=$D/crn EXP
-dpo() { # name seed prm
-  experiments/dpo_oracle.sh "$1" "$R" "$P" --model.init_args.prm="$3" --model.init_args.candidates=distinct \
-    --model.init_args.beta=0.3 --model.init_args.lr=1e-4 --seed_everything="$2" --model.init_args.seed="$2"
-}
+dpo() { dpo_seeded "$1" "$R" "$P" "$2" "$3" --model.init_args.candidates=distinct; }  # name seed prm
 for seed in $SEEDS; do dpo "wide-oracle-seed$seed" "$seed" oracle; done
 dpo "wide-refprm-e$EPOCHS-seed0" 0 "$Q/model"  # one seed: -14 / -6 points, the direction is clear
-for split in eval4 train4; do
-  .venv/bin/python experiments/pool_seeds.py "$D/crn/pi0-$split" $(for s in $SEEDS; do echo "$EXP/dpo/wide-oracle-seed$s/$split"; done)
-done
+pooled "$D/crn" wide-oracle $SEEDS
