@@ -27,13 +27,24 @@ rate() {
   python3 -c "import json,sys; s=json.load(open(sys.argv[1]+'/summary.json')); print(f\"{s['success_rate']:.3f} {s['won']}/{s['episodes']} {s['mean_actions']:.1f}\")" "$1"
 }
 
+# The DPO settings of sections 6-10: beta 0.3, lr 1e-4 (60 steps, from configs/policy/quickstart.yaml)
+DPO_SETTINGS=(--model.init_args.beta=0.3 --model.init_args.lr=1e-4)
+
+# prior_only POLICY OUT: the sharpening control's scorer, the likelihood prior with a zero head and
+# no training (score = log POLICY(response | state)), saved as a PRM directory (skipped if there)
+prior_only() {
+  [ -f "$2/head.pt" ] || .venv/bin/python -c 'import sys
+from agentprm.prm import PRMModule
+PRMModule(sys.argv[1], head_init_std=0.0, likelihood_prior=1.0)._save(sys.argv[2])' "$1" "$2"
+}
+
 # dpo_seeded NAME ROLLOUTS POLICY SEED PRM [overrides…]: experiments/dpo_oracle.sh with the DPO
 # settings of sections 6-9 (60 steps, beta 0.3, lr 1e-4, seeded by SEED) against the scorer PRM,
 # paired with the policy's evaluations in $BASE
 dpo_seeded() {
   local name=$1 rollouts=$2 policy=$3 seed=$4 prm=$5; shift 5
   experiments/dpo_oracle.sh "$name" "$rollouts" "$policy" --model.init_args.prm="$prm" \
-    --model.init_args.beta=0.3 --model.init_args.lr=1e-4 --seed_everything="$seed" \
+    "${DPO_SETTINGS[@]}" --seed_everything="$seed" \
     --model.init_args.seed="$seed" "$@"
 }
 

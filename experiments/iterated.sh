@@ -22,17 +22,14 @@ for i in $(seq 1 "$K"); do
   case $SCORER in
     oracle) prm=oracle; cand=distinct ;;
     control)
-      prm=$I/prior-only
-      [ -f "$prm/head.pt" ] || .venv/bin/python -c 'import sys
-from agentprm.prm import PRMModule
-PRMModule(sys.argv[1], head_init_std=0.0, likelihood_prior=1.0)._save(sys.argv[2])' "$prev" "$prm"
+      prm=$I/prior-only; prior_only "$prev" "$prm"
       cand=sample ;;
     *) echo "SCORER: expected oracle or control, got '$SCORER'"; exit 2 ;;
   esac
   r=$(date +%s)
   [ -f "$I/model/config.json" ] || $AGENTPRM fit -c configs/policy/quickstart.yaml \
     --model.init_args.model="$prev" --model.init_args.prm="$prm" --model.init_args.candidates="$cand" \
-    --model.init_args.beta=0.3 --model.init_args.lr=1e-4 --data.init_args.rollouts="[$R]" \
+    "${DPO_SETTINGS[@]}" --data.init_args.rollouts="[$R]" \
     --trainer.default_root_dir="$I" --model.init_args.output_dir="$I/model" > "$I/fit.log" 2>&1
   f=$(date +%s)
   [ -f "$I/train4/summary.json" ] || train_games "$I/model" "$I/train4" 4 32

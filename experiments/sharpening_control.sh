@@ -10,13 +10,7 @@
 source "$(dirname "$0")/common.sh"
 SEEDS=${*:-0 1 2}
 D=$EXP/sft12-s0; P=$D/policy; R=$D/rollouts240-ref; Q=$D/prm-prior-only/model
-[ -f "$Q/head.pt" ] || .venv/bin/python - "$P" "$Q" <<'PY'
-import sys
-
-from agentprm.prm import PRMModule
-
-PRMModule(sys.argv[1], head_init_std=0.0, likelihood_prior=1.0)._save(sys.argv[2])
-PY
+prior_only "$P" "$Q"
 export BASE=$D/crn EXP
 for seed in $SEEDS; do
   dpo_seeded "prior-only-sample-seed$seed" "$R" "$P" "$seed" "$Q" --model.init_args.candidates=sample
